@@ -1,0 +1,76 @@
+"""The one M-step shared by every model in hmmlvd."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ParameterGroup:
+    """A tensor of categorical distributions whose entries sum to 1 along ``dim``."""
+
+    values: Tensor
+    dim: int
+
+
+def normalize(counts: Tensor, dim: int = -1, pseudocount: float = 0.0) -> Tensor:
+    """``(counts + pseudocount / n) / sum`` along ``dim``, where ``n = counts.shape[dim]``.
+
+    Rows whose total is zero (no evidence and no pseudocount) come back as NaN;
+    :func:`m_step` keeps the previous parameters for those rows.
+    """
+    if pseudocount < 0:
+        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    smoothed = counts + pseudocount / counts.shape[dim] if pseudocount > 0 else counts
+    total = smoothed.sum(dim=dim, keepdim=True)
+    return smoothed / total
+
+
+def m_step(
+    parameters: Tensor,
+    counts: Tensor,
+    *,
+    pseudocount: float = 0.0,
+    step_size: float = 1.0,
+    dim: int = -1,
+) -> Tensor:
+    """Return ``(1 - η)·θ + η·normalize(counts + pseudocount / n_children)``.
+
+    ``η = step_size``; ``η = 1`` is full-batch EM (or the closed-form fit from
+    complete data). Distributions whose counts total zero keep their old values.
+    """
+    if parameters.shape != counts.shape:
+        raise ValueError(
+            f"counts have shape {tuple(counts.shape)} but parameters have shape "
+            f"{tuple(parameters.shape)}; accumulate counts with the model they update"
+        )
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+    if pseudocount < 0:
+        raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    counts = counts.to(dtype=parameters.dtype, device=parameters.device)
+    target = normalize(counts, dim=dim, pseudocount=pseudocount)
+    target = torch.where(torch.isnan(target), parameters, target)
+    if step_size == 1.0:
+        return target
+    return torch.lerp(parameters, target, step_size)
+
+
+def apply_m_step(
+    groups: dict[str, ParameterGroup],
+    counts: dict[str, Tensor],
+    *,
+    pseudocount: float = 0.0,
+    step_size: float = 1.0,
+) -> dict[str, Tensor]:
+    """Run :func:`m_step` on every named group; returns the new parameter tensors."""
+    missing = set(groups) - set(counts)
+    if missing:
+        raise ValueError(f"no counts for parameter groups {sorted(missing)}")
+    return {
+        name: m_step(group.values, counts[name], pseudocount=pseudocount,
+                     step_size=step_size, dim=group.dim)
+        for name, group in groups.items()
+    }
