@@ -1,0 +1,138 @@
+"""Queries on a compiled circuit: conditional marginals, sampling and max-product (MPE) assignments."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .circuit import Circuit, _gather
+from .layers import ProductLayer
+
+
+def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
+    """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
+
+    ``evidence`` is ``[B, num_variables]`` with ``-1`` for unobserved variables; observed variables get
+    a one-hot row. Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
+    """
+    with torch.no_grad():
+        forward = circuit.forward(evidence)
+        flows = circuit.backward(forward)
+        x = forward.inputs
+        batch, num_vars = x.shape
+        width = int(circuit.num_categories.max())
+        result = torch.zeros(batch * num_vars, width, dtype=circuit.dtype, device=circuit.device)
+        examples = torch.arange(batch, device=circuit.device)
+        for group in circuit.input_groups:
+            unit_flows = flows[group.start:group.start + len(group.variables)]         # [N, B]
+            mass = unit_flows.T[..., None] * group.params[None]                          # [B, N, K]
+            rows = (examples[:, None] * num_vars + group.variables[None]).reshape(-1)
+            padded = torch.zeros(batch * len(group.variables), width, dtype=circuit.dtype, device=circuit.device)
+            padded[:, :group.params.shape[1]] = mass.reshape(-1, group.params.shape[1])
+            result.index_put_((rows,), padded, accumulate=True)
+        result = result.reshape(batch, num_vars, width)
+        observed = x >= 0
+        one_hot = torch.zeros_like(result).scatter_(2, x.clamp_min(0)[..., None], 1.0)
+        return torch.where(observed[..., None], one_hot, result)
+
+
+def _max_product_values(circuit: Circuit, x: Tensor, chunk_units: int = 1 << 22) -> Tensor:
+    """Forward pass with max instead of sum: the best log score of every unit ``[num_rows, B]``."""
+    values = torch.zeros(circuit.num_rows, len(x), dtype=circuit.dtype, device=circuit.device)
+    for group in circuit.input_groups:
+        states = x[:, group.variables].T
+        log_params = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()
+        best = log_params.amax(1, keepdim=True).expand_as(states)
+        observed = torch.gather(log_params, 1, states.clamp_min(0))
+        values[group.start:group.start + len(group.variables)] = torch.where(states < 0, best, observed)
+    for layer in circuit.layers:
+        if isinstance(layer, ProductLayer):
+            values[layer.start:layer.start + len(layer.child_rows)] = _gather(values, layer.child_rows).sum(1)
+            continue
+        for group in layer:
+            log_weights = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()   # [n, U, C]
+            children = _gather(values, group.child_rows)                                   # [n, C, B]
+            n, units, fan_in = log_weights.shape
+            step = max(1, chunk_units // max(n * units * fan_in, 1))
+            best = torch.cat([(log_weights[..., None] + children[:, None, :, s:s + step]).amax(2)
+                              for s in range(0, children.shape[2], step)], dim=2)
+            values[group.start:group.start + n * units] = best.reshape(n * units, -1)
+    return values
+
+
+def _top_down(circuit: Circuit, x: Tensor, values: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Walk from the root choosing one child per active sum unit and one value per missing variable.
+
+    With a ``generator`` choices are sampled ∝ ``θ · value(child)``; without one they are argmax.
+    Every node has at most one active unit per example (decomposability), so each sum group chooses
+    for ``[n, B]`` active units at once.
+    """
+    batch = x.shape[0]
+    active = torch.zeros(circuit.num_rows, batch, dtype=torch.bool, device=circuit.device)
+    active[circuit.root_row] = True
+
+    def choose(logits: Tensor) -> Tensor:
+        if generator is not None:
+            uniform = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
+            logits = logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        return logits.argmax(-1)
+
+    for layer in reversed(circuit.layers):
+        if isinstance(layer, ProductLayer):
+            parents = active[layer.start:layer.start + len(layer.child_rows)]
+            fan_in = layer.child_rows.shape[1]
+            hits = torch.zeros(circuit.num_rows, batch, dtype=torch.float32, device=circuit.device)
+            hits.index_put_((layer.child_rows.reshape(-1),), parents.repeat_interleave(fan_in, dim=0).float(),
+                            accumulate=True)
+            active |= hits > 0
+            active[0] = False
+            continue
+        for group in layer:
+            n, units, fan_in = group.params.shape
+            unit_active = active[group.start:group.start + n * units].reshape(n, units, batch)
+            chosen_unit = unit_active.to(torch.uint8).argmax(1)                        # [n, B]
+            log_weights = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()
+            rows = torch.gather(log_weights, 1, chosen_unit[..., None].expand(n, batch, fan_in))  # [n, B, C]
+            child_values = _gather(values, group.child_rows).transpose(1, 2)           # [n, B, C]
+            child = choose(rows + child_values)                                        # [n, B]
+            child_rows = torch.gather(group.child_rows, 1, child)                      # [n, B]
+            is_active = unit_active.any(1)
+            columns = torch.arange(batch, device=circuit.device).expand(n, batch)
+            active[child_rows[is_active], columns[is_active]] = True
+    result = x.clone()
+    for group in circuit.input_groups:
+        unit_active = active[group.start:group.start + len(group.variables)]
+        unit, example = unit_active.nonzero(as_tuple=True)
+        variable = group.variables[unit]
+        missing = result[example, variable] < 0
+        unit, example, variable = unit[missing], example[missing], variable[missing]
+        log_params = group.params[unit].clamp_min(torch.finfo(circuit.dtype).tiny).log()
+        result[example, variable] = choose(log_params)
+    return result
+
+
+def sample(circuit: Circuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
+           generator: torch.Generator | None = None) -> Tensor:
+    """Samples ``[N, num_variables]``: unconditional (``num_samples``) or given ``evidence``
+    (``-1`` entries are drawn from ``p(missing | observed)``, observed entries are kept)."""
+    if (num_samples is None) == (evidence is None):
+        raise ValueError("pass exactly one of num_samples (unconditional) or evidence= (conditional)")
+    if evidence is None:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        evidence = torch.full((num_samples, circuit.num_variables), -1, dtype=torch.long)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        forward = circuit.forward(evidence)
+        return _top_down(circuit, forward.inputs, forward.values, generator)
+
+
+def max_product_assignment(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, Tensor]:
+    """Complete ``evidence`` (``-1`` = missing) by max-product: ``(assignment, best log score)``.
+
+    The score is ``max`` over the missing variables *and* the circuit's latent choices of the joint,
+    which is the exact MPE for deterministic circuits (and Viterbi for an HMM circuit).
+    """
+    with torch.no_grad():
+        x = circuit.check_inputs(evidence)
+        values = _max_product_values(circuit, x)
+        return _top_down(circuit, x, values, None), values[circuit.root_row].clone()
