@@ -1,0 +1,101 @@
+"""The transformers LogitsProcessor: exact guide values (brute force) and satisfied constraints with a
+tiny randomly initialised GPT-2 under greedy search, sampling and beam search."""
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
+
+from hmmlvd import HMM, HMMConfig
+from hmmlvd.constraints import HMMConstraintLogitsProcessor, all_of, intersect, none_of
+from tests.constraints.references import sequence_probabilities
+
+VOCAB = 12
+
+
+def tiny_gpt2(vocab_size: int) -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=vocab_size, n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_guide_is_the_exact_log_ratio():
+    hmm = HMM.random(HMMConfig(num_states=3, vocab_size=4, seq_len=5), seed=0, dtype=torch.float64)
+    dfa = all_of([[1], [2, 3]], 4)
+    processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=2, max_new_tokens=4)
+    sequences, probs = sequence_probabilities(hmm, 4)
+
+    def satisfied_given(generated):
+        """p(the DFA accepts all 4 generated tokens | the first ones are `generated`), by enumeration."""
+        keep = [i for i, s in enumerate(sequences) if s[:len(generated)] == generated]
+        hits = [i for i in keep if dfa.accepts(sequences[i])]
+        return float(probs[hits].sum() / probs[keep].sum())
+
+    for generated in [(), (2,), (1, 2), (0, 1, 2)]:
+        input_ids = torch.tensor([[3, 3, *generated]])
+        scores = torch.randn(1, 4, dtype=torch.float64)
+        guide = (processor(input_ids, scores) - torch.log_softmax(scores, dim=1))[0]
+        before = satisfied_given(generated)
+        for v in range(4):
+            after = satisfied_given(generated + (v,))
+            if after == 0:
+                assert guide[v].item() == float("-inf")
+            else:
+                assert guide[v].item() == pytest.approx(math.log(after / before), rel=1e-9, abs=1e-9)
+
+
+def _generate(model, processor, prompt, **options):
+    return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, min_new_tokens=6,
+                          logits_processor=LogitsProcessorList([processor]), **options)
+
+
+@pytest.mark.parametrize("options", [
+    {"do_sample": False},
+    {"do_sample": True, "top_k": 0},
+    {"do_sample": False, "num_beams": 4, "num_return_sequences": 4},
+], ids=["greedy", "sampling", "beam_search"])
+def test_generate_satisfies_the_constraint(options):
+    model = tiny_gpt2(VOCAB)
+    hmm = HMM.random(HMMConfig(num_states=6, vocab_size=VOCAB, seq_len=8), seed=1)
+    dfa = intersect(all_of([[3], [5, 6]], VOCAB), none_of([[7]], VOCAB))
+    prompt = torch.tensor([[1, 2, 4], [7, 8, 9]])
+    for seed in range(3 if options["do_sample"] else 1):
+        torch.manual_seed(seed)
+        processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=3, max_new_tokens=6)
+        out = _generate(model, processor, prompt, **options)
+        continuations = out[:, 3:].tolist()
+        assert len(continuations[0]) == 6
+        assert all(dfa.accepts(row) for row in continuations), continuations
+
+
+def test_unconstrained_model_would_violate_it():
+    """Sanity check that the constraint is not trivially met by the base model."""
+    model = tiny_gpt2(VOCAB)
+    prompt = torch.tensor([[1, 2, 4], [7, 8, 9]])
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, min_new_tokens=6,
+                         do_sample=False)
+    dfa = all_of([[3], [5, 6]], VOCAB)
+    assert not all(dfa.accepts(row) for row in out[:, 3:].tolist())
+
+
+def test_padded_model_vocabulary_never_picks_extra_ids():
+    hmm = HMM.random(HMMConfig(num_states=4, vocab_size=10, seq_len=6), seed=2)
+    processor = HMMConstraintLogitsProcessor(hmm, all_of([[3]], 10), prompt_length=1, max_new_tokens=4)
+    out = processor(torch.tensor([[5]]), torch.zeros(1, 16))
+    assert torch.isneginf(out[0, 10:]).all() and torch.isfinite(out[0, :10]).any()
+
+
+def test_bad_inputs_raise_clear_errors():
+    hmm = HMM.random(HMMConfig(num_states=4, vocab_size=10, seq_len=6), seed=3)
+    unsatisfiable = all_of([[1], [2], [3]], 10)
+    processor = HMMConstraintLogitsProcessor(hmm, unsatisfiable, prompt_length=1, max_new_tokens=2)
+    with pytest.raises(ValueError, match="cannot be satisfied"):
+        processor(torch.tensor([[5]]), torch.zeros(1, 10))
+    with pytest.raises(ValueError, match="HMM window"):
+        HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=7)
+    with pytest.raises(ValueError, match="prompt_length"):
+        HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=-1, max_new_tokens=3)
+    processor = HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=3)
+    with pytest.raises(ValueError, match="trained on the base model's tokenizer"):
+        processor(torch.tensor([[5]]), torch.zeros(1, 8))
