@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..em.mstep import ParameterGroup
+from ..em.mstep import ParameterGroup, apply_m_step
 from ..io import atomic_write_json, load_tensors, read_json, save_tensors
 from . import inference, sampling
+from .complete_data import complete_data_counts
 from .config import HMMConfig
 
 CONFIG_FILE = "config.json"
@@ -40,20 +41,25 @@ class HMM:
         values = {}
         for name, shape in config.parameter_shapes().items():
             dim = dims[name]
-            raw = torch.rand(shape, generator=generator, dtype=torch.float64) + 1e-3
-            values[name] = (raw / raw.sum(dim=dim, keepdim=True)).to(device=device, dtype=dtype)
+            raw = torch.rand(shape, generator=generator, dtype=dtype).add_(1e-3)
+            values[name] = raw.div_(raw.sum(dim=dim, keepdim=True)).to(device=device)
         return cls(config, **values)
+
+    @classmethod
+    def uniform(cls, config: HMMConfig, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> "HMM":
+        """Every distribution uniform (a neutral starting point)."""
+        sizes = {"initial": config.num_states, "transitions": config.num_states, "emissions": config.vocab_size}
+        return cls(config, **{name: torch.full(shape, 1.0 / sizes[name], device=device, dtype=dtype)
+                              for name, shape in config.parameter_shapes().items()})
 
     @classmethod
     def from_complete_data(cls, tokens: Tensor, states: Tensor, num_states: int, vocab_size: int, *,
                            pseudocount: float = 0.1, seq_len: int | None = None, homogeneous: bool = False,
                            dtype: torch.dtype = torch.float32) -> "HMM":
         """The closed-form maximum-likelihood HMM for observed ``(tokens, states)`` (LVD's Eq. 1 bound)."""
-        from .complete_data import complete_data_counts
-        from ..em.mstep import apply_m_step
-
         config = HMMConfig(num_states, vocab_size, seq_len or tokens.shape[1], homogeneous)
-        model = cls.random(config, seed=0, device=tokens.device, dtype=dtype)
+        model = cls.uniform(config, device=tokens.device, dtype=dtype)
         counts = complete_data_counts(model, tokens, states)
         model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount, step_size=1.0))
         return model
