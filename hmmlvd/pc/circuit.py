@@ -9,6 +9,7 @@ from torch import Tensor
 from ..em import ParameterGroup
 from .layers import InputGroup, ProductLayer, SumGroup, plan_layers
 from .nodes import Node
+from .serialize import load_nodes, save_nodes
 
 
 @dataclass
@@ -82,9 +83,11 @@ class Circuit:
     def forward(self, x: Tensor) -> ForwardPass:
         """Log value of every unit for the batch ``x`` (validated)."""
         x = self.check_inputs(x)
-        values = torch.zeros(self.num_rows, len(x), dtype=self.dtype, device=self.device)
+        values = torch.empty(self.num_rows, len(x), dtype=self.dtype, device=self.device)
+        values[0] = 0.0                                                # every other row is written below
+        by_variable = x.T.contiguous()
         for group in self.input_groups:
-            states = x[:, group.variables].T                            # [N, B]
+            states = by_variable.index_select(0, group.variables)          # [N, B]
             log_params = group.params.clamp_min(torch.finfo(self.dtype).tiny).log()
             logs = torch.gather(log_params, 1, states.clamp_min(0))
             values[group.start:group.start + len(group.variables)] = logs.masked_fill(states < 0, 0.0)
@@ -142,7 +145,7 @@ class Circuit:
 
     def _input_counts(self, group: InputGroup, x: Tensor, flows: Tensor) -> Tensor:
         """Expected counts of one input group; missing values contribute nothing (as in the HMM)."""
-        states = x[:, group.variables].T
+        states = x.T.index_select(0, group.variables)
         unit_flows = flows[group.start:group.start + len(group.variables)]
         counts = torch.zeros_like(group.params)
         return counts.scatter_add_(1, states.clamp_min(0), unit_flows * (states >= 0))
@@ -195,6 +198,17 @@ class Circuit:
         for group in self._all_parameter_groups():
             for node in group.nodes:
                 node.params = self.node_parameters(node).detach().cpu().clone()
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` (node graph) and ``model.safetensors`` (current parameters) atomically."""
+        self.update_nodes()
+        save_nodes(self.root, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "Circuit":
+        """Load a circuit written by :meth:`save_pretrained`."""
+        return cls(load_nodes(directory), device=device, dtype=dtype)
 
     def _all_parameter_groups(self):
         yield from self.input_groups

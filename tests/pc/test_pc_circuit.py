@@ -140,3 +140,24 @@ def test_bad_construction_and_inputs_raise_clear_errors():
         circuit.log_likelihood(torch.tensor([[2, 2]]))     # variable 1 has only 2 categories
     with pytest.raises(ValueError, match="unknown parameter group"):
         circuit.set_parameters({"nope": torch.ones(1)})
+
+
+def test_save_and_load_round_trip(tmp_path):
+    circuit = pc.Circuit(mixed_circuit(), seed=3, dtype=torch.float64)
+    data = all_assignments([3, 3, 3])
+    circuit.save_pretrained(tmp_path / "model")
+    loaded = pc.Circuit.from_pretrained(tmp_path / "model", dtype=torch.float64)
+    torch.testing.assert_close(loaded.log_likelihood(data), circuit.log_likelihood(data), rtol=0, atol=1e-12)
+    (tmp_path / "model" / "config.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a saved hmmlvd circuit"):
+        pc.Circuit.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    root = rat_spn(8, 3, depth=2, num_repetitions=2, num_sums=4, num_input_units=3, seed=0)
+    cpu, gpu = pc.Circuit(root, seed=1), pc.Circuit(root, seed=1, device="cuda")
+    data = torch.randint(-1, 3, (64, 8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gpu.log_likelihood(data).cpu(), cpu.log_likelihood(data), rtol=1e-5, atol=1e-5)
+    for name, counts in gpu.expected_counts(data).items():
+        torch.testing.assert_close(counts.cpu(), cpu.expected_counts(data)[name], rtol=1e-4, atol=1e-4)
