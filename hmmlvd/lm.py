@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from .constraints import DFA, all_of, length_between, none_of, sample_constrained
 from .constraints.generation import check_sampling_options, choose_tokens, constraint_log_prob
@@ -98,8 +99,14 @@ class LanguageModel:
             yield rows, self._tensor([sequences[r] for r in rows])
 
     # ----------------------------------------------------------------- scoring
-    def score(self, texts: str | Sequence[str], batch_size: int = 256) -> list[TextScore]:
-        """Per-token log-probabilities of each text (texts longer than the window: sliding protocol)."""
+    def score(self, texts: str | Sequence[str], batch_size: int = 256, progress: bool = False) -> list[TextScore]:
+        """Per-token log-probabilities of each text (texts longer than the window: sliding protocol).
+
+        ``batch_size`` sequences go through each forward pass; ``progress`` shows a bar over the
+        sliding windows.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         texts = _as_list(texts, "texts")
         encoded = [self.encode(text) for text in texts]
         log_probs = [torch.zeros(len(ids), dtype=torch.float64) for ids in encoded]
@@ -111,19 +118,24 @@ class LanguageModel:
             for offset, ids in enumerate(chunk):
                 if ids:
                     log_probs[begin + offset][:len(ids)] = values[offset, :len(ids)]
-        if window is not None:
-            targets = [(row, t) for row, ids in enumerate(encoded) for t in range(window, len(ids))]
-            for begin in range(0, len(targets), batch_size):
-                chunk = targets[begin:begin + batch_size]
-                windows = [encoded[row][t - window + 1:t + 1] for row, t in chunk]
-                last = self.hmm.conditional_log_probs(self._tensor(windows))[:, -1].cpu()
-                for (row, t), value in zip(chunk, last.tolist()):
-                    log_probs[row][t] = value
+        long_rows = [row for row, ids in enumerate(encoded) if window is not None and len(ids) > window]
+        if long_rows:
+            # Token t >= window is the last position of the window ending at t (one window per token).
+            windows = torch.cat([torch.tensor(encoded[row]).unfold(0, window, 1)[1:] for row in long_rows])
+            starts = tqdm(range(0, len(windows), batch_size), desc="sliding windows", unit="batch",
+                          disable=not progress)
+            last = torch.cat([self.hmm.conditional_log_probs(windows[begin:begin + batch_size].to(self.device))[:, -1]
+                              for begin in starts]).cpu()
+            offset = 0
+            for row in long_rows:
+                count = len(encoded[row]) - window
+                log_probs[row][window:] = last[offset:offset + count]
+                offset += count
         return [TextScore(text, ids, values.tolist()) for text, ids, values in zip(texts, encoded, log_probs)]
 
-    def perplexity(self, texts: str | Sequence[str], batch_size: int = 256) -> float:
+    def perplexity(self, texts: str | Sequence[str], batch_size: int = 256, progress: bool = False) -> float:
         """``exp(-sum log p / number of tokens)`` over all texts (sliding protocol past the window)."""
-        scores = self.score(texts, batch_size)
+        scores = self.score(texts, batch_size, progress)
         num_tokens = sum(s.num_tokens for s in scores)
         if num_tokens == 0:
             raise ValueError("perplexity needs at least one token; the texts are empty")

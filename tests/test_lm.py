@@ -12,7 +12,7 @@ from hmmlvd.cli import score as score_cli
 from hmmlvd.constraints import all_of
 from hmmlvd.data.tokenizers import SentencePieceTokenizer
 from hmmlvd.lm import LanguageModel
-from tests.constraints.references import sequence_probabilities
+from tests.constraints.references import empirical_frequencies, sequence_probabilities
 
 
 @pytest.fixture(autouse=True)
@@ -126,12 +126,9 @@ def test_unconstrained_samples_follow_the_model():
     sequences, probs = sequence_probabilities(lm.hmm, 3)
     keep = [i for i, s in enumerate(sequences) if s[0] == 2]
     exact = probs[keep] / probs[keep].sum()
-    index = {sequences[i][1:]: j for j, i in enumerate(keep)}
-    counts = torch.zeros(len(keep), dtype=torch.float64)
-    for row in samples:
-        counts[index[tuple(row)]] += 1
+    frequencies = empirical_frequencies(samples, [sequences[i][1:] for i in keep])
     # 20k draws: standard error per cell <= 0.0036, so 0.015 is > 4 sigma
-    torch.testing.assert_close(counts / draws, exact, atol=0.015, rtol=0)
+    torch.testing.assert_close(frequencies, exact, atol=0.015, rtol=0)
 
 
 def test_constrained_generation_satisfies_the_constraint():
@@ -146,6 +143,19 @@ def test_constrained_generation_satisfies_the_constraint():
     log_prob = lm.constraint_log_prob(["b"], constraint, 3)
     assert log_prob.exp().item() == pytest.approx(
         math.exp(lm.constraint_log_prob("b", all_of([[1], [3]], 4), 3).item()), rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    lm = tiny_lm(seq_len=4)
+    on_gpu = lm.to("cuda")
+    texts = ["a b c a b c", "c"]
+    for gpu_score, cpu_score in zip(on_gpu.score(texts), lm.score(texts)):
+        assert gpu_score.token_log_probs == pytest.approx(cpu_score.token_log_probs, rel=1e-9)
+    torch.testing.assert_close(on_gpu.next_token_logprobs("a b").cpu(), lm.next_token_logprobs("a b"))
+    texts = on_gpu.generate("b", max_new_tokens=3, seed=0, constraint=lm.keywords(["a", "c"]), num_samples=10)
+    assert all({"a", "c"} <= set(text.split()) for text in texts)
+    assert len(on_gpu.generate("a", max_new_tokens=6, seed=0)[0].split()) == 6
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -164,6 +174,8 @@ def test_bad_inputs_raise_clear_errors():
         lm.generate("a", top_k=0)
     with pytest.raises(ValueError, match="list of strings"):
         lm.score([1, 2])
+    with pytest.raises(ValueError, match="batch_size"):
+        lm.score("a b", batch_size=0)
     with pytest.raises(ValueError, match="vocab_size"):
         LanguageModel(HMM.random(HMMConfig(3, 5, 4)), TINY_WORDS)
 

@@ -42,7 +42,7 @@ def run(args) -> int:
     try:
         texts = _read_texts(args)
         lm = LanguageModel.from_pretrained(args.model, device=args.device)
-        scores = lm.score(texts, batch_size=args.batch_size)
+        scores = lm.score(texts, batch_size=args.batch_size, progress=True)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

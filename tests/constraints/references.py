@@ -71,3 +71,13 @@ def naive_constraint_prob(hmm, dfa, prefix: list[int], num_new_tokens: int) -> f
             moved.index_add_(0, table[:, token], joint * emission[token])
         joint = moved @ hmm.transition_matrix(t).double() if t + 1 < start + num_new_tokens else moved
     return float(joint[sorted(dfa.accepting)].sum())
+
+
+def empirical_frequencies(samples, sequences) -> torch.Tensor:
+    """Relative frequency of each of ``sequences`` among the rows of ``samples``."""
+    index = {tuple(s): i for i, s in enumerate(sequences)}
+    counts = torch.zeros(len(sequences), dtype=torch.float64)
+    rows = samples.tolist() if isinstance(samples, torch.Tensor) else samples
+    for row in rows:
+        counts[index[tuple(row)]] += 1
+    return counts / len(rows)

@@ -7,7 +7,7 @@ from hmmlvd.constraints import (ConstraintTables, all_of, complement, constraint
                                 length_between, none_of, sample_constrained)
 from hmmlvd.constraints.inference import filter_step
 from tests.constraints.references import (brute_constrained_distribution, brute_constraint_prob,
-                                          naive_constraint_prob, sequence_probabilities)
+                                          empirical_frequencies, naive_constraint_prob, sequence_probabilities)
 
 TINY = {"nonhomogeneous": HMMConfig(num_states=3, vocab_size=4, seq_len=5),
         "homogeneous": HMMConfig(num_states=2, vocab_size=4, seq_len=5, homogeneous=True)}
@@ -69,14 +69,6 @@ def test_medium_model_matches_naive_dense_forward(dtype):
     assert got == pytest.approx(expected, rel=1e-9 if dtype == torch.float64 else 1e-4)
 
 
-def _frequencies(samples, continuations):
-    index = {tuple(c): i for i, c in enumerate(continuations)}
-    counts = torch.zeros(len(continuations), dtype=torch.float64)
-    for row in samples.tolist():
-        counts[index[tuple(row)]] += 1
-    return counts / len(samples)
-
-
 @pytest.mark.parametrize("dfa_name", ["keywords", "length"])
 def test_constrained_samples_follow_the_exact_conditional(dfa_name):
     hmm = HMM.random(HMMConfig(num_states=3, vocab_size=4, seq_len=5), seed=5, dtype=torch.float64)
@@ -87,7 +79,7 @@ def test_constrained_samples_follow_the_exact_conditional(dfa_name):
                                  generator=torch.Generator().manual_seed(0))
     assert all(dfa.accepts(row) for row in samples.tolist())
     # 20k draws: standard error per cell <= 0.0036, so 0.015 is > 4 sigma
-    torch.testing.assert_close(_frequencies(samples, continuations), exact, atol=0.015, rtol=0)
+    torch.testing.assert_close(empirical_frequencies(samples, continuations), exact, atol=0.015, rtol=0)
 
 
 @pytest.mark.parametrize("options", [{}, {"temperature": 0}, {"temperature": 0.5, "top_k": 3}, {"top_k": 1}])
@@ -134,3 +126,16 @@ def test_bad_windows_and_vocabularies_raise_clear_errors():
         constraint_log_prob(hmm, dfa, torch.tensor([[0, -1]]), 2)
     with pytest.raises(ValueError, match="temperature"):
         sample_constrained(hmm, dfa, torch.zeros(1, 0, dtype=torch.long), 2, temperature=-1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    hmm = HMM.random(HMMConfig(num_states=8, vocab_size=300, seq_len=10), seed=4)
+    dfa = intersect(all_of([[5], [17, 18], [299]], 300), none_of([[0]], 300))
+    prefix = torch.tensor([[3, 9, 4]])
+    on_cpu = constraint_log_prob(hmm, dfa, prefix, 7)
+    on_gpu = constraint_log_prob(hmm.to("cuda"), dfa, prefix.cuda(), 7)
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=0)
+    samples = sample_constrained(hmm.to("cuda"), dfa, prefix.expand(64, -1).cuda(), 7,
+                                 generator=torch.Generator("cuda").manual_seed(0))
+    assert samples.is_cuda and all(dfa.accepts(row) for row in samples.tolist())
