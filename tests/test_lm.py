@@ -203,7 +203,8 @@ def test_save_and_load_round_trip(saved_model):
 def _cli(module, argv):
     parser = argparse.ArgumentParser()
     module.add_parser(parser.add_subparsers(dest="command"))
-    return module.run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 def test_score_command(saved_model, capsys):
@@ -213,7 +214,15 @@ def test_score_command(saved_model, capsys):
     expected = lm.score(["the river", "a bank"])
     assert float(lines[1].split("\t")[0]) == pytest.approx(expected[0].total_log_prob, abs=1e-4)
     assert lines[-1].startswith("total") and "sliding, window 12" in lines[-1]
-    assert _cli(score_cli, ["score", str(directory / "missing")]) == 2
+    texts_file = directory.parent / "texts.txt"
+    texts_file.write_text("the river\n\na bank\n")
+    assert _cli(score_cli, ["score", str(directory), "--file", str(texts_file), "--per-token"]) == 0
+    per_token = capsys.readouterr().out.splitlines()
+    assert len(per_token) == 2 + 2 + sum(s.num_tokens for s in expected)       # header, texts, tokens, total
+    with pytest.raises(ValueError, match="does not exist"):
+        _cli(score_cli, ["score", str(directory / "missing"), "the river"])
+    with pytest.raises(ValueError, match="nothing to score"):
+        _cli(score_cli, ["score", str(directory)])
 
 
 def test_generate_command(saved_model, capsys):
@@ -223,5 +232,20 @@ def test_generate_command(saved_model, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# p(constraint | prefix)") and len(out) == 4
     assert all(line.startswith("the") and "river" in line[len("the"):] for line in out[1:])
-    assert _cli(generate_cli, ["generate", str(directory), "--keywords", "qqqq"]) == 2
-    assert "not in the vocabulary" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        _cli(generate_cli, ["generate", str(directory), "--keywords", "qqqq"])
+
+
+def test_word_vocabulary_model_round_trip(tmp_path):
+    vocab_module = pytest.importorskip("hmmlvd.data.vocab")
+    vocab = vocab_module.Vocab.from_corpus(CORPUS)
+    lm = LanguageModel(HMM.random(HMMConfig(num_states=4, vocab_size=vocab.vocab_size, seq_len=8), seed=1), vocab)
+    lm.save_pretrained(tmp_path)
+    loaded = LanguageModel.from_pretrained(tmp_path)
+    assert isinstance(loaded.tokenizer, vocab_module.Vocab)
+    (score,) = loaded.score("the zebra bank")
+    assert score.token_ids == [vocab.index["the"], vocab.unk_id, vocab.index["bank"]]
+    assert score.token_log_probs == lm.score("the zebra bank")[0].token_log_probs
+    texts = loaded.generate("the", max_new_tokens=5, seed=0, constraint=loaded.keywords(["river", "money"]),
+                            num_samples=20)
+    assert all({"river", "money"} <= set(text.split()) for text in texts)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 
@@ -26,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=None, help="most tokens before --end-word")
     parser.add_argument("--end-word", default=None, help="token that ends the text for the length limits")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.set_defaults(run=run)
     return parser
 
 
@@ -48,17 +48,13 @@ def build_constraint(lm, args):
 def run(args) -> int:
     from ..lm import LanguageModel
 
-    try:
-        lm = LanguageModel.from_pretrained(args.model, device=args.device)
-        constraint = build_constraint(lm, args)
-        texts = lm.generate(args.prefix, args.max_new_tokens, args.temperature, args.top_k, args.seed,
-                            constraint=constraint, num_samples=args.num_samples)
-        if constraint is not None:
-            log_prob = float(lm.constraint_log_prob(args.prefix, constraint, args.max_new_tokens)[0])
-            print(f"# p(constraint | prefix) = {math.exp(log_prob):.4g} (log {log_prob:.3f})")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    constraint = build_constraint(lm, args)
+    texts = lm.generate(args.prefix, args.max_new_tokens, args.temperature, args.top_k, args.seed,
+                        constraint=constraint, num_samples=args.num_samples)
+    if constraint is not None:
+        log_prob = float(lm.constraint_log_prob(args.prefix, constraint, args.max_new_tokens)[0])
+        print(f"# p(constraint | prefix) = {math.exp(log_prob):.4g} (log {log_prob:.3f})")
     for text in texts:
         print(f"{args.prefix} {text}".strip() if args.prefix else text)
     return 0

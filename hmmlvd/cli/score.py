@@ -18,6 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--per-token", action="store_true", help="also print every token's log-probability")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per forward pass (default 256)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.set_defaults(run=run)
     return parser
 
 
@@ -39,13 +40,9 @@ def _read_texts(args) -> list[str]:
 def run(args) -> int:
     from ..lm import LanguageModel
 
-    try:
-        texts = _read_texts(args)
-        lm = LanguageModel.from_pretrained(args.model, device=args.device)
-        scores = lm.score(texts, batch_size=args.batch_size, progress=True)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    texts = _read_texts(args)
+    lm = LanguageModel.from_pretrained(args.model, device=args.device)
+    scores = lm.score(texts, batch_size=args.batch_size, progress=True)
     protocol = "full sequence" if lm.window is None else f"sliding, window {lm.window}"
     print("log_prob\ttokens\tperplexity\ttext")
     for score in scores:
