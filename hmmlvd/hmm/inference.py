@@ -25,24 +25,32 @@ def emission_factors(emission_matrix: Tensor, tokens: Tensor) -> Tensor:
     return rows.masked_fill(missing.unsqueeze(1), 1.0) if bool(missing.any()) else rows
 
 
-def _normalize_rows(values: Tensor) -> tuple[Tensor, Tensor]:
+def _normalize_in_place(values: Tensor) -> Tensor:
+    """Divide each row by its sum in place; return the float64 log of the sums (-inf for zero rows)."""
     totals = values.sum(dim=1)
-    safe = torch.where(totals > 0, totals, torch.ones_like(totals))
-    return values / safe.unsqueeze(1), totals.double().log()
+    values.div_(torch.where(totals > 0, totals, torch.ones_like(totals)).unsqueeze(1))
+    return totals.double().log()
 
 
-def forward(hmm, tokens: Tensor) -> ForwardResult:
-    """Run the scaled forward pass over ``tokens`` [B, L]."""
+def forward(hmm, tokens: Tensor, emissions_out: Tensor | None = None) -> ForwardResult:
+    """Run the scaled forward pass over ``tokens`` [B, L].
+
+    ``emissions_out`` [L, B, h], when given, receives the emission factors so that a
+    backward pass need not gather them again.
+    """
     batch, length = tokens.shape
     alphas = torch.empty(length, batch, hmm.num_states, dtype=hmm.dtype, device=hmm.device)
     log_normalizers = torch.empty(length, batch, dtype=torch.float64, device=hmm.device)
-    if length == 0:
-        return ForwardResult(alphas, log_normalizers)
-    state = hmm.initial.unsqueeze(0) * emission_factors(hmm.emission_matrix(0), tokens[:, 0])
-    alphas[0], log_normalizers[0] = _normalize_rows(state)
-    for t in range(1, length):
-        state = (alphas[t - 1] @ hmm.transition_matrix(t - 1)) * emission_factors(hmm.emission_matrix(t), tokens[:, t])
-        alphas[t], log_normalizers[t] = _normalize_rows(state)
+    for t in range(length):
+        factors = emission_factors(hmm.emission_matrix(t), tokens[:, t])
+        if emissions_out is not None:
+            emissions_out[t] = factors
+        if t == 0:
+            torch.mul(hmm.initial.unsqueeze(0), factors, out=alphas[0])
+        else:
+            torch.mm(alphas[t - 1], hmm.transition_matrix(t - 1), out=alphas[t])
+            alphas[t].mul_(factors)
+        log_normalizers[t] = _normalize_in_place(alphas[t])
     return ForwardResult(alphas, log_normalizers)
 
 
@@ -54,29 +62,32 @@ def forward_backward(hmm, tokens: Tensor, counts: dict[str, Tensor] | None = Non
     ``emissions``, in parameter shapes) and writes ``p(z_t | x)`` into
     ``posteriors`` [B, L, h] when given. Returns per-sequence log-likelihoods (float64).
     """
-    alphas, log_normalizers = forward(hmm, tokens)
     length = tokens.shape[1]
-    scales = log_normalizers.exp().to(hmm.dtype)           # c_t, [L, B]
+    factors = torch.empty(length, tokens.shape[0], hmm.num_states, dtype=hmm.dtype, device=hmm.device)
+    alphas, log_normalizers = forward(hmm, tokens, emissions_out=factors)
+    inverse_scales = torch.nan_to_num((-log_normalizers).exp(), posinf=0.0).to(hmm.dtype)   # 1 / c_t, [L, B]
     beta = torch.ones_like(alphas[0]) if length else None
     for t in range(length - 1, -1, -1):
-        gamma = alphas[t] * beta
+        gamma = alphas[t].mul_(beta)          # alphas[t] is not needed after this step
         if posteriors is not None:
             posteriors[:, t] = gamma
         if counts is not None:
-            observed = tokens[:, t] >= 0
-            position = hmm.position_index(t)
-            if bool(observed.all()):
-                counts["emissions"][position].index_add_(0, tokens[:, t], gamma)
-            else:
-                counts["emissions"][position].index_add_(0, tokens[observed, t], gamma[observed])
+            _add_emission_counts(counts["emissions"][hmm.position_index(t)], tokens[:, t], gamma)
         if t == 0:
             if counts is not None:
                 counts["initial"] += gamma.sum(dim=0)
             break
         transition = hmm.transition_matrix(t - 1)
-        weighted = emission_factors(hmm.emission_matrix(t), tokens[:, t]) * beta
-        weighted = weighted / torch.where(scales[t] > 0, scales[t], torch.ones_like(scales[t])).unsqueeze(1)
+        weighted = factors[t].mul_(beta).mul_(inverse_scales[t].unsqueeze(1))
         if counts is not None:
-            counts["transitions"][hmm.position_index(t - 1)] += transition * (alphas[t - 1].T @ weighted)
+            counts["transitions"][hmm.position_index(t - 1)].addcmul_(transition, alphas[t - 1].T @ weighted)
         beta = weighted @ transition.T
     return log_normalizers.sum(dim=0)
+
+
+def _add_emission_counts(emission_counts: Tensor, tokens: Tensor, gamma: Tensor) -> None:
+    """``emission_counts[v] += sum of gamma rows whose token is v`` (missing tokens skipped)."""
+    observed = tokens >= 0
+    if not bool(observed.all()):
+        tokens, gamma = tokens[observed], gamma[observed]
+    emission_counts.index_put_((tokens,), gamma, accumulate=True)

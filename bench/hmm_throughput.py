@@ -1,0 +1,89 @@
+"""Forward + backward + expected-count throughput of the HMM next to a plain GEMM.
+
+For each h the script runs one child process (so peak memory is per configuration) that
+times `HMM.accumulate_counts` on a [B, T] batch of random token ids (T = 32, V = 33,278)
+and `torch.matmul` [B, h] @ [h, h] in the same process. GFLOP/s counts 6·B·T·h² for the
+forward–backward pass (three GEMMs per step) and 2·B·h² for the GEMM.
+
+    python bench/hmm_throughput.py --states 128 256 512 1024 --batch 2048
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def _time(function, repeats: int) -> float:
+    function()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(num_states: int, batch: int, vocab_size: int, seq_len: int, repeats: int, device: str) -> dict:
+    from hmmlvd import HMM, HMMConfig
+
+    hmm = HMM.random(HMMConfig(num_states, vocab_size, seq_len), seed=0, device=device)
+    tokens = torch.randint(0, vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0))
+    counts = hmm.zero_counts()
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward_backward():
+        hmm.accumulate_counts(tokens, counts)
+        sync()
+
+    left = torch.rand(batch, num_states, device=device)
+    right = torch.rand(num_states, num_states, device=device)
+
+    def gemm():
+        torch.matmul(left, right)
+        sync()
+
+    seconds = _time(forward_backward, repeats)
+    gemm_seconds = _time(gemm, max(20, 32 * repeats))
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"num_states": num_states, "batch": batch, "seconds_per_batch": seconds,
+            "gflops": 6 * batch * seq_len * num_states ** 2 / seconds / 1e9,
+            "gemm_gflops": 2 * batch * num_states ** 2 / gemm_seconds / 1e9,
+            "peak_rss_gib": peak_rss / 2 ** 20, "model_and_counts_gib": 2 * hmm.num_parameters() * 4 / 2 ** 30,
+            "pass_extra_rss_gib": (peak_rss - baseline_rss) / 2 ** 20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--states", type=int, nargs="+", default=[128, 256, 512, 1024])
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--vocab-size", type=int, default=33_278)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        print(json.dumps(measure(args.states[0], args.batch, args.vocab_size, args.seq_len, args.repeats,
+                                 args.device)))
+        return
+    print(f"device={args.device} threads={torch.get_num_threads()} B={args.batch} T={args.seq_len} "
+          f"V={args.vocab_size}")
+    print(f"{'h':>6} {'s/batch':>9} {'fb GFLOP/s':>11} {'GEMM GFLOP/s':>13} {'ratio':>6} {'peak RSS GiB':>13} "
+          f"{'params+counts GiB':>18}")
+    for num_states in args.states:
+        command = [sys.executable, __file__, "--single", "--states", str(num_states), "--batch", str(args.batch),
+                   "--vocab-size", str(args.vocab_size), "--seq-len", str(args.seq_len),
+                   "--repeats", str(args.repeats), "--device", args.device]
+        row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        print(f"{num_states:>6} {row['seconds_per_batch']:>9.3f} {row['gflops']:>11.1f} {row['gemm_gflops']:>13.1f} "
+              f"{row['gflops'] / row['gemm_gflops']:>6.2f} {row['peak_rss_gib']:>13.2f} "
+              f"{row['model_and_counts_gib']:>18.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
