@@ -83,7 +83,8 @@ def main() -> None:
     error = (sparse - dense.double()).abs().max().item()
     future = torch.rand(dfa.num_states, args.num_states, dtype=torch.float64)
     matmul_time, _ = timed(lambda: future @ hmm.transition_matrix(5).double().T, args.repeats * 3)
-    print(f"\nDP over {args.new_tokens} positions: {dp_time * 1e3:.1f} ms = {dp_time / steps * 1e3:.2f} ms per position")
+    print(f"\nDP over {args.new_tokens} positions: {dp_time * 1e3:.1f} ms = "
+          f"{dp_time / steps * 1e3:.2f} ms per position")
     print(f"  per position: edge aggregation (sparse) {sparse_time * 1e3:.2f} ms, [Q,h]@[h,h] matmul "
           f"{matmul_time * 1e3:.3f} ms")
     print(f"  dense [E,V]@[V,h] aggregation {dense_time * 1e3:.2f} ms -> sparse is {dense_time / sparse_time:.1f}x "

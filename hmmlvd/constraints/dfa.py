@@ -123,7 +123,8 @@ class DFA:
                 grouped.setdefault(target, set()).add(token)
             excluded = frozenset(self._exceptions[state])
             result.append(Edge(state, self._defaults[state], TokenSet(excluded, complement=True)))
-            result.extend(Edge(state, target, TokenSet(frozenset(tokens))) for target, tokens in sorted(grouped.items()))
+            result.extend(Edge(state, target, TokenSet(frozenset(tokens)))
+                          for target, tokens in sorted(grouped.items()))
         return result
 
     def successors(self, state: int) -> set[int]:

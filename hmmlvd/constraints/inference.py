@@ -20,6 +20,9 @@ which gives p(constraint | prefix), the constrained next-token distribution and 
 """
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -43,6 +46,10 @@ def check_window(hmm, prefix_length: int, num_new_tokens: int) -> None:
         )
 
 
+def _long_tensor(values, device: torch.device) -> Tensor:
+    return torch.tensor(list(values), dtype=torch.long, device=device)
+
+
 class _EdgeTensors:
     """A DFA's edges as index tensors: explicit token sets, plus one default edge per state."""
 
@@ -59,7 +66,7 @@ class _EdgeTensors:
                 tokens += members
                 token_edges += [index] * len(members)
                 token_states += [edge.source] * len(members)
-        as_long = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+        as_long = partial(_long_tensor, device=device)
         self.num_states = dfa.num_states
         self.sources, self.targets = as_long(sources), as_long(targets)
         self.tokens, self.token_edges, self.token_states = as_long(tokens), as_long(token_edges), as_long(token_states)
@@ -101,7 +108,7 @@ class ConstraintTables:
                 peak = float(future.max())
                 peak = peak if peak > 0 else 1.0
                 self._future.insert(0, future / peak)
-                self._log_scales.insert(0, self._log_scales[0] + float(torch.log(torch.tensor(peak, dtype=torch.float64))))
+                self._log_scales.insert(0, self._log_scales[0] + math.log(peak))
 
     def _backward(self, t: int, future_next: Tensor) -> Tensor:
         """``backward_t[a, i]`` from ``future[t+1]`` (in the scale of ``future[t+1]``)."""
@@ -127,21 +134,19 @@ class ConstraintTables:
         future, log_scale = self.future(t + 1)
         emission = self.hmm.emission_matrix(t)
         state_probs = state_probs.double()
-        defaults = torch.tensor([self.dfa.default_target(q) for q in dfa_states], device=self.hmm.device)
-        weights = state_probs * future[defaults]                                     # [B, h]
+        as_long = partial(_long_tensor, device=self.hmm.device)
+        # Every token first, as if it took its row's default edge: one [B, h] @ [h, V] product.
+        weights = state_probs * future[as_long([self.dfa.default_target(q) for q in dfa_states])]
         peaks = weights.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
         scaled = (weights / peaks).to(emission.dtype)
-        log_joint = (scaled @ emission.T).double().clamp_min(0).log() + peaks.log()  # [B, V]
-        rows, tokens, targets = [], [], []
-        for row, q in enumerate(dfa_states):
-            for token, target in self.dfa.exceptions(q).items():
-                rows.append(row)
-                tokens.append(token)
-                targets.append(target)
-        if rows:
-            rows_t, tokens_t = torch.tensor(rows, device=self.hmm.device), torch.tensor(tokens, device=self.hmm.device)
-            exact = (state_probs[rows_t] * emission[tokens_t].double() * future[torch.tensor(targets, device=self.hmm.device)]).sum(dim=1)
-            log_joint[rows_t, tokens_t] = exact.log()
+        log_joint = (scaled @ emission.T).double().clamp_min(0).log() + peaks.log()   # [B, V]
+        # Then the few exception tokens of each row's DFA state, exactly in float64.
+        exceptions = [(row, token, target) for row, q in enumerate(dfa_states)
+                      for token, target in self.dfa.exceptions(q).items()]
+        if exceptions:
+            rows, tokens, targets = (as_long(column) for column in zip(*exceptions))
+            exact = (state_probs[rows] * emission[tokens].double() * future[targets]).sum(dim=1)
+            log_joint[rows, tokens] = exact.log()
         return log_joint + log_scale
 
 

@@ -27,7 +27,8 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
 
     def __init__(self, hmm, constraint: DFA, prompt_length: int, max_new_tokens: int):
         if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"prompt_length must be a non-negative integer (input_ids.shape[1]), got {prompt_length!r}")
+            raise ValueError(f"prompt_length must be a non-negative integer (input_ids.shape[1]), "
+                             f"got {prompt_length!r}")
         self.tables = ConstraintTables(hmm, constraint, 0, max_new_tokens)
         self.hmm, self.constraint = hmm, constraint
         self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
@@ -58,8 +59,9 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
             log_next = next_probs.double().clamp_min(0).log()                                     # log p(v | x_<j)
             log_constraint = torch.logsumexp(log_joint, dim=1, keepdim=True)                     # log p(c | x_<j)
         if step == 0 and bool(torch.isneginf(log_constraint).any()):
-            raise ValueError("the constraint cannot be satisfied in max_new_tokens="
-                             f"{self.max_new_tokens} tokens: {unsatisfiable_reason(self.constraint, self.max_new_tokens)}")
+            reason = unsatisfiable_reason(self.constraint, self.max_new_tokens)
+            raise ValueError(f"the constraint cannot be satisfied in max_new_tokens={self.max_new_tokens} "
+                             f"tokens: {reason}")
         guide = torch.where(torch.isneginf(log_joint), torch.full_like(log_joint, float("-inf")),
                             log_joint - log_next - log_constraint)
         # Rows already off the constraint (dead beams, padded finished rows) are left as they are.
