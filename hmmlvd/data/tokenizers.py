@@ -145,21 +145,25 @@ def load_tokenizer(directory: str | os.PathLike):
 
 
 def build_tokenizer(spec: str, corpus: Iterable[str] | None = None):
-    """A sub-word tokenizer from a ``--tokenizer`` spec.
+    """A tokenizer from a ``--tokenizer`` spec.
 
+    * ``word`` -- the word vocabulary of ``corpus`` (lines of text), :class:`hmmlvd.data.vocab.Vocab`;
     * ``hf:NAME_OR_PATH`` -- a Hugging Face tokenizer (a local folder, or a name in the HF cache);
-    * ``sentencepiece:bpe:SIZE`` or ``sentencepiece:unigram:SIZE`` -- train one on ``corpus`` (lines of text).
-    The word vocabulary (``word``) is built by :mod:`hmmlvd.data.vocab`, not here.
+    * ``sentencepiece:bpe:SIZE`` or ``sentencepiece:unigram:SIZE`` -- train one on ``corpus``.
     """
     kind, _, rest = spec.partition(":")
     if kind == "hf" and rest:
         return HFTokenizer(rest)
-    if kind == "sentencepiece":
-        model_type, _, size = rest.partition(":")
-        if not size.isdigit():
-            raise ValueError(f"expected sentencepiece:bpe:SIZE or sentencepiece:unigram:SIZE, got {spec!r}")
-        if corpus is None:
-            raise ValueError("training a sentencepiece tokenizer needs the corpus text")
-        return SentencePieceTokenizer.train(corpus, int(size), model_type)
-    raise ValueError(f"unknown tokenizer spec {spec!r}; use hf:NAME_OR_PATH, sentencepiece:bpe:SIZE "
-                     "or sentencepiece:unigram:SIZE")
+    if kind not in ("word", "sentencepiece"):
+        raise ValueError(f"unknown tokenizer spec {spec!r}; use word, hf:NAME_OR_PATH, sentencepiece:bpe:SIZE "
+                         "or sentencepiece:unigram:SIZE")
+    if corpus is None:
+        raise ValueError(f"building the {kind} tokenizer needs the corpus text")
+    if kind == "word":
+        from .vocab import Vocab
+
+        return Vocab.from_corpus(corpus)
+    model_type, _, size = rest.partition(":")
+    if not size.isdigit():
+        raise ValueError(f"expected sentencepiece:bpe:SIZE or sentencepiece:unigram:SIZE, got {spec!r}")
+    return SentencePieceTokenizer.train(corpus, int(size), model_type)

@@ -56,11 +56,15 @@ def test_build_tokenizer_specs():
         build_tokenizer("sentencepiece:bpe:lots", CORPUS)
     with pytest.raises(ValueError, match="needs the corpus"):
         build_tokenizer("sentencepiece:bpe:40")
+    with pytest.raises(ValueError, match="needs the corpus"):
+        build_tokenizer("word")
 
 
 def test_word_vocab_is_dispatched_to_hmmlvd_data_vocab(tmp_path):
     vocab_module = pytest.importorskip("hmmlvd.data.vocab")
     vocab = vocab_module.Vocab.from_corpus(CORPUS)
+    built = build_tokenizer("word", CORPUS)
+    assert isinstance(built, vocab_module.Vocab) and built.words == vocab.words
     vocab.save(tmp_path)
     loaded = load_tokenizer(tmp_path)
     assert isinstance(loaded, vocab_module.Vocab) and loaded.vocab_size == vocab.vocab_size
