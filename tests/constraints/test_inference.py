@@ -139,3 +139,24 @@ def test_cuda_matches_cpu():
     samples = sample_constrained(hmm.to("cuda"), dfa, prefix.expand(64, -1).cuda(), 7,
                                  generator=torch.Generator("cuda").manual_seed(0))
     assert samples.is_cuda and all(dfa.accepts(row) for row in samples.tolist())
+
+
+def test_sparse_fitted_hmm_matches_brute_force():
+    """A closed-form fit without smoothing has exact zeros; probabilities and samples must respect them."""
+    generator = torch.Generator().manual_seed(9)
+    states = torch.randint(0, 3, (12, 5), generator=generator)
+    tokens = (states + torch.randint(0, 2, (12, 5), generator=generator)) % 4      # each state emits 2 tokens
+    hmm = HMM.from_complete_data(tokens, states, num_states=3, vocab_size=4, pseudocount=0.0, dtype=torch.float64)
+    assert bool((hmm.emissions == 0).any())
+    table = sequence_probabilities(hmm, 5)
+    for dfa in (DFAS["keywords"](), DFAS["banned"](), DFAS["combined"]()):
+        for prefix in [(), tuple(tokens[0, :2].tolist())]:
+            got = constraint_log_prob(hmm, dfa, torch.tensor([prefix], dtype=torch.long), 5 - len(prefix)).exp()
+            assert got.item() == pytest.approx(brute_constraint_prob(table, dfa, prefix, 5 - len(prefix)),
+                                               rel=1e-9, abs=1e-12)
+            if got.item() > 0:
+                samples = sample_constrained(hmm, dfa, torch.tensor([prefix] * 200, dtype=torch.long).view(200, -1),
+                                             5 - len(prefix), generator=generator)
+                full = torch.cat([torch.tensor([prefix] * 200, dtype=torch.long).view(200, -1), samples], dim=1)
+                assert all(dfa.accepts(row) for row in samples.tolist())
+                assert bool(torch.isfinite(hmm.log_likelihood(full)).all())           # only possible sequences
