@@ -14,33 +14,42 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
     """Adds ``log p_HMM(constraint | x_<t, x_t = v) - log p_HMM(constraint | x_<t)`` to the base model's
     next-token log-probabilities.
 
-    The HMM reads only the generated tokens (those after the first ``prompt_length`` columns of
-    ``input_ids``) at window positions ``0 .. max_new_tokens-1``, and the DFA must accept exactly
-    those ``max_new_tokens`` tokens; so generate exactly that many (e.g. ``min_new_tokens`` equal
-    to ``max_new_tokens``, or no EOS token). Tokens that make the constraint unsatisfiable get
-    ``-inf``, so greedy search, sampling and beam search all return satisfying continuations. With
-    beam search the beam score telescopes to ``log p_LM(x) + log p_HMM(constraint | x) - const``.
+    The HMM reads the last ``context_tokens`` prompt tokens (default none) and then the generated
+    tokens (those after the first ``prompt_length`` columns of ``input_ids``), all inside one window:
+    ``context_tokens + max_new_tokens <= seq_len``. The DFA must accept exactly the
+    ``max_new_tokens`` generated tokens, so generate exactly that many (``min_new_tokens`` equal to
+    ``max_new_tokens``, or no EOS token). Tokens that make the constraint unsatisfiable get ``-inf``,
+    so greedy search, sampling and beam search all return satisfying continuations; with beam search
+    the beam score telescopes to ``log p_LM(x) + log p_HMM(constraint | x) - const``.
 
     The HMM must have been trained on the base model's tokenizer; when the model's vocabulary is
-    padded past the HMM's, the extra ids are never chosen.
+    padded past the HMM's, the extra ids are never chosen. Example::
+
+        processor = HMMConstraintLogitsProcessor(hmm, all_of([[tokenizer.encode(" river")[0]]], hmm.vocab_size),
+                                                 prompt_length=inputs.shape[1], max_new_tokens=20)
+        model.generate(inputs, max_new_tokens=20, min_new_tokens=20,
+                       logits_processor=LogitsProcessorList([processor]))
     """
 
-    def __init__(self, hmm, constraint: DFA, prompt_length: int, max_new_tokens: int):
-        if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"prompt_length must be a non-negative integer (input_ids.shape[1]), "
-                             f"got {prompt_length!r}")
-        self.tables = ConstraintTables(hmm, constraint, 0, max_new_tokens)
+    def __init__(self, hmm, constraint: DFA, prompt_length: int, max_new_tokens: int, context_tokens: int = 0):
+        for name, value in (("prompt_length", prompt_length), ("context_tokens", context_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if context_tokens > prompt_length:
+            raise ValueError(f"context_tokens ({context_tokens}) cannot exceed prompt_length ({prompt_length})")
+        self.tables = ConstraintTables(hmm, constraint, context_tokens, context_tokens + max_new_tokens)
         self.hmm, self.constraint = hmm, constraint
-        self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
+        self.prompt_length, self.max_new_tokens, self.context_tokens = prompt_length, max_new_tokens, context_tokens
 
-    def _state(self, generated: Tensor) -> tuple[Tensor, list[int], Tensor]:
-        """Per row: p(z_j | x_<j), the DFA state, and whether the row holds only HMM tokens."""
-        valid = ((generated >= 0) & (generated < self.hmm.vocab_size)).all(dim=1)
-        tokens = generated.clamp(0, self.hmm.vocab_size - 1).to(self.hmm.device)
-        state_probs = self.hmm.initial.double().expand(generated.shape[0], -1)
-        for t in range(generated.shape[1]):
+    def _state(self, input_ids: Tensor) -> tuple[Tensor, list[int], Tensor]:
+        """Per row: p(z_t | what the HMM has read), the DFA state, and whether the row holds only HMM tokens."""
+        read = input_ids[:, self.prompt_length - self.context_tokens:]
+        valid = ((read >= 0) & (read < self.hmm.vocab_size)).all(dim=1)
+        tokens = read.clamp(0, self.hmm.vocab_size - 1).to(self.hmm.device)
+        state_probs = self.hmm.initial.double().expand(read.shape[0], -1)
+        for t in range(read.shape[1]):
             state_probs = filter_step(self.hmm, state_probs, tokens[:, t], t)
-        dfa_states = [self.constraint.run(row) for row in tokens.tolist()]
+        dfa_states = [self.constraint.run(row[self.context_tokens:]) for row in tokens.tolist()]
         return state_probs, dfa_states, valid
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
@@ -52,10 +61,11 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
         if scores.shape[1] < vocab:
             raise ValueError(f"the base model scores {scores.shape[1]} tokens but the HMM has vocab_size={vocab}; "
                              "the HMM must be trained on the base model's tokenizer")
-        state_probs, dfa_states, valid = self._state(generated)
+        state_probs, dfa_states, valid = self._state(input_ids)
+        position = self.context_tokens + step
         with torch.no_grad():
-            log_joint = self.tables.next_token_log_joint(step, state_probs, dfa_states)          # log p(v, c | x_<j)
-            next_probs = state_probs.to(self.hmm.dtype) @ self.hmm.emission_matrix(step).T
+            log_joint = self.tables.next_token_log_joint(position, state_probs, dfa_states)      # log p(v, c | x_<j)
+            next_probs = state_probs.to(self.hmm.dtype) @ self.hmm.emission_matrix(position).T
             log_next = next_probs.double().clamp_min(0).log()                                     # log p(v | x_<j)
             log_constraint = torch.logsumexp(log_joint, dim=1, keepdim=True)                     # log p(c | x_<j)
         if step == 0 and bool(torch.isneginf(log_constraint).any()):

@@ -20,20 +20,25 @@ def tiny_gpt2(vocab_size: int) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(config).eval()
 
 
-def test_guide_is_the_exact_log_ratio():
+@pytest.mark.parametrize("context_tokens", [0, 1])
+def test_guide_is_the_exact_log_ratio(context_tokens):
     hmm = HMM.random(HMMConfig(num_states=3, vocab_size=4, seq_len=5), seed=0, dtype=torch.float64)
     dfa = all_of([[1], [2, 3]], 4)
-    processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=2, max_new_tokens=4)
-    sequences, probs = sequence_probabilities(hmm, 4)
+    processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=2, max_new_tokens=4,
+                                             context_tokens=context_tokens)
+    prompt = (0, 3)
+    context = prompt[len(prompt) - context_tokens:]
+    sequences, probs = sequence_probabilities(hmm, context_tokens + 4)
 
     def satisfied_given(generated):
-        """p(the DFA accepts all 4 generated tokens | the first ones are `generated`), by enumeration."""
-        keep = [i for i, s in enumerate(sequences) if s[:len(generated)] == generated]
-        hits = [i for i in keep if dfa.accepts(sequences[i])]
+        """p(the DFA accepts all 4 generated tokens | context, the first ones are `generated`), by enumeration."""
+        known = context + generated
+        keep = [i for i, s in enumerate(sequences) if s[:len(known)] == known]
+        hits = [i for i in keep if dfa.accepts(sequences[i][context_tokens:])]
         return float(probs[hits].sum() / probs[keep].sum())
 
     for generated in [(), (2,), (1, 2), (0, 1, 2)]:
-        input_ids = torch.tensor([[3, 3, *generated]])
+        input_ids = torch.tensor([[*prompt, *generated]])
         scores = torch.randn(1, 4, dtype=torch.float64)
         guide = (processor(input_ids, scores) - torch.log_softmax(scores, dim=1))[0]
         before = satisfied_given(generated)
@@ -54,15 +59,19 @@ def _generate(model, processor, prompt, **options):
     {"do_sample": False},
     {"do_sample": True, "top_k": 0},
     {"do_sample": False, "num_beams": 4, "num_return_sequences": 4},
-], ids=["greedy", "sampling", "beam_search"])
+    {"do_sample": True, "top_k": 0, "context_tokens": 2},
+], ids=["greedy", "sampling", "beam_search", "sampling_with_prompt_context"])
 def test_generate_satisfies_the_constraint(options):
     model = tiny_gpt2(VOCAB)
     hmm = HMM.random(HMMConfig(num_states=6, vocab_size=VOCAB, seq_len=8), seed=1)
     dfa = intersect(all_of([[3], [5, 6]], VOCAB), none_of([[7]], VOCAB))
     prompt = torch.tensor([[1, 2, 4], [7, 8, 9]])
+    options = dict(options)
+    context_tokens = options.pop("context_tokens", 0)
     for seed in range(3 if options["do_sample"] else 1):
         torch.manual_seed(seed)
-        processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=3, max_new_tokens=6)
+        processor = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=3, max_new_tokens=6,
+                                                 context_tokens=context_tokens)
         out = _generate(model, processor, prompt, **options)
         continuations = out[:, 3:].tolist()
         assert len(continuations[0]) == 6
@@ -96,6 +105,10 @@ def test_bad_inputs_raise_clear_errors():
         HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=7)
     with pytest.raises(ValueError, match="prompt_length"):
         HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=-1, max_new_tokens=3)
+    with pytest.raises(ValueError, match="cannot exceed prompt_length"):
+        HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=3, context_tokens=2)
+    with pytest.raises(ValueError, match="HMM window"):
+        HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=3, max_new_tokens=4, context_tokens=3)
     processor = HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=3)
     with pytest.raises(ValueError, match="trained on the base model's tokenizer"):
         processor(torch.tensor([[5]]), torch.zeros(1, 8))
