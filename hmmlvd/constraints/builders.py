@@ -5,9 +5,22 @@ token ids is the tokenizer's job; :class:`hmmlvd.LanguageModel` offers text-leve
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 from .dfa import DFA, complement, intersect, union
+
+
+def _token_ids(phrase) -> tuple[int, ...] | None:
+    """A phrase (a sequence of integer ids, or one id; Python, numpy or torch integers) as a tuple of ints."""
+    try:
+        return (operator.index(phrase),)
+    except TypeError:
+        pass
+    try:
+        return tuple(operator.index(token) for token in phrase)
+    except TypeError:
+        return None
 
 
 def _check_phrases(phrases: Sequence[Sequence[int]], vocab_size: int, what: str) -> list[tuple[int, ...]]:
@@ -16,14 +29,16 @@ def _check_phrases(phrases: Sequence[Sequence[int]], vocab_size: int, what: str)
     if isinstance(phrases, (str, bytes)) or len(phrases) == 0:
         raise ValueError(f"{what} needs a non-empty list of phrases (each a list of token ids), got {phrases!r}")
     checked = []
-    for phrase in phrases:
-        phrase = (phrase,) if isinstance(phrase, int) else tuple(phrase)
+    for given in phrases:
+        phrase = _token_ids(given)
+        if phrase is None:
+            raise ValueError(f"{what}: a phrase must be a list of integer token ids, got {given!r}")
         if not phrase:
             raise ValueError(f"{what}: every phrase needs at least one token, got an empty phrase")
         for token in phrase:
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+            if not 0 <= token < vocab_size:
                 raise ValueError(
-                    f"{what}: token id {token!r} in phrase {list(phrase)} is outside the vocabulary "
+                    f"{what}: token id {token} in phrase {list(phrase)} is outside the vocabulary "
                     f"[0, {vocab_size})"
                 )
         checked.append(phrase)

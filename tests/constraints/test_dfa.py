@@ -1,5 +1,6 @@
 """Every DFA builder and combinator accepts exactly the right strings (all strings up to length 5)."""
 import pytest
+import torch
 
 from hmmlvd.constraints import (DFA, all_of, any_of, complement, contains_phrase, intersect, length_between,
                                 none_of, union)
@@ -72,6 +73,12 @@ def test_edges_partition_the_vocabulary_and_agree_with_step():
             assert len(holders) == 1 and holders[0].target == dfa.step(state, token)
 
 
+def test_phrases_may_be_tensors_or_single_ids():
+    expected = all_of([[1, 2], [3]], V)
+    for phrases in ([torch.tensor([1, 2]), 3], [(1, 2), torch.tensor(3)]):
+        assert_language(all_of(phrases, V), expected.accepts)
+
+
 def test_run_and_accepts_on_token_lists():
     dfa = all_of([[1, 2]], V)
     assert dfa.accepts([0, 1, 2, 0]) and not dfa.accepts([2, 1])
@@ -90,6 +97,10 @@ def test_bad_inputs_raise_clear_errors():
         all_of([[1], [4]], V)
     with pytest.raises(ValueError, match="outside the vocabulary"):
         contains_phrase([-1], V)
+    with pytest.raises(ValueError, match=r"list of integer token ids, got \['river'\]"):
+        all_of([["river"]], V)
+    with pytest.raises(ValueError, match="list of integer token ids"):
+        all_of([[1.5]], V)
     with pytest.raises(ValueError, match="must not exceed"):
         length_between(3, 2, V)
     with pytest.raises(ValueError, match="same vocabulary"):
