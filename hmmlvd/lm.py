@@ -52,8 +52,6 @@ def _as_list(texts: str | Sequence[str], what: str) -> list[str]:
     return texts
 
 
-
-
 class LanguageModel:
     """An :class:`~hmmlvd.HMM` plus a tokenizer (word ``Vocab``, HF or sentencepiece)."""
 
