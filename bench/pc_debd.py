@@ -18,6 +18,7 @@ import torch
 from hmmlvd import em, pc
 from hmmlvd.pc.datasets import debd_dir, load_debd
 from hmmlvd.pc.structures import hclt
+from pc_common import add_em_arguments, describe_em, mini_then_full_batch_em
 
 DATASETS = ("nltcs", "plants", "baudio", "jester", "bnetflix")
 
@@ -40,22 +41,20 @@ def published_figures(readme: Path) -> dict[str, dict]:
 def train(name: str, args) -> dict:
     data = load_debd(name, args.root)
     start = time.perf_counter()
-    circuit = pc.Circuit(hclt(data["train"], args.num_latents), seed=args.seed)
+    circuit = pc.Circuit(hclt(data["train"], args.num_latents, num_trees=args.num_trees, seed=args.seed),
+                         seed=args.seed)
     best = {"valid": -float("inf"), "params": None, "epoch": None}
 
     def keep_best(phase: str):
         def callback(epoch: int, history: em.History) -> None:
             valid = history.valid_log_likelihood[-1]
             if valid > best["valid"]:
-                best.update(valid=valid, epoch=f"{phase}{epoch + 1}",
+                best.update(valid=valid, epoch=f"{phase} {epoch + 1}",
                             params={k: g.values.clone() for k, g in circuit.parameter_groups().items()})
         return callback
 
-    common = dict(pseudocount=args.pseudocount, valid=data["valid"], progress=args.progress, seed=args.seed)
-    em.fit(circuit, data["train"], em.LinearAnneal(args.step_start, args.step_end, args.minibatch_epochs),
-           batch_size=args.batch_size, on_epoch_end=keep_best("mini-batch "), **common)
-    em.fit(circuit, data["train"], em.Constant(1.0, args.fullbatch_epochs), batch_size=4096, full_batch=True,
-           on_epoch_end=keep_best("full-batch "), **common)
+    mini_then_full_batch_em(circuit, data["train"], args, valid=data["valid"], on_epoch_end=keep_best,
+                            seed=args.seed)
     seconds = time.perf_counter() - start
     circuit.set_parameters(best["params"])
     test = em.mean_log_likelihood(circuit, data["test"], 4096, circuit.device)
@@ -68,21 +67,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--root", default=None, help="DEBD folder (default $HMMLVD_DEBD or /work/shared/data/debd)")
     parser.add_argument("--num-latents", type=int, default=32)
-    parser.add_argument("--minibatch-epochs", type=int, default=20)
-    parser.add_argument("--fullbatch-epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--step-start", type=float, default=0.5)
-    parser.add_argument("--step-end", type=float, default=0.05)
-    parser.add_argument("--pseudocount", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core box)")
+    parser.add_argument("--num-trees", type=int, default=1, help="mixture of HCLTs on bootstrap resamples")
+    add_em_arguments(parser, minibatch_epochs=20, fullbatch_epochs=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reference = published_figures(debd_dir(args.root) / "README.md")
-    print(f"HCLT k={args.num_latents}: {args.minibatch_epochs} mini-batch epochs (batch {args.batch_size}, "
-          f"η {args.step_start}->{args.step_end}) + {args.fullbatch_epochs} full-batch epochs, "
-          f"pseudocount {args.pseudocount}, {args.threads} thread(s)")
+    print(f"HCLT k={args.num_latents}, {args.num_trees} tree(s): {describe_em(args)}")
     header = (f"{'dataset':<9} {'test LL':>8} {'HCLT pub':>8} {'diff':>6} {'EiNet':>7} {'ours s':>7} "
               f"{'EiNet s':>7} {'speedup':>7} {'best epoch':>15} {'params':>8}")
     print(header)

@@ -18,6 +18,7 @@ import torch
 from hmmlvd import em, pc
 from hmmlvd.pc.datasets import load_fashion_mnist
 from hmmlvd.pc.structures import hclt
+from pc_common import add_em_arguments, describe_em, mini_then_full_batch_em
 
 FULL_TRAIN = 60000
 
@@ -36,23 +37,14 @@ def main() -> None:
     parser.add_argument("--num-latents", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--train-size", type=int, default=10000, help="training subsample (first N images)")
     parser.add_argument("--test-size", type=int, default=10000)
-    parser.add_argument("--minibatch-epochs", type=int, default=3)
-    parser.add_argument("--fullbatch-epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--step-start", type=float, default=0.5)
-    parser.add_argument("--step-end", type=float, default=0.05)
-    parser.add_argument("--pseudocount", type=float, default=0.1)
+    add_em_arguments(parser, minibatch_epochs=3, fullbatch_epochs=1)
     parser.add_argument("--mi-bins", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--root", default=None, help="folder with the IDX files (default: Debian's)")
-    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_fashion_mnist(args.root)
     train, test = data["train"][0][:args.train_size], data["test"][0][:args.test_size]
-    print(f"Fashion-MNIST: train subsample {len(train)}, test {len(test)}, batch {args.batch_size}, "
-          f"{args.minibatch_epochs} mini-batch (η {args.step_start}->{args.step_end}) + {args.fullbatch_epochs} "
-          f"full-batch epochs, pseudocount {args.pseudocount}, {args.threads} thread(s)")
+    print(f"Fashion-MNIST: train subsample {len(train)} (first images), test {len(test)}, {describe_em(args)}")
     print(f"{'k':>4} {'params':>10} {'build s':>8} {'fwd+bwd s/epoch':>16} {'(per 60k)':>10} "
           f"{'train s':>8} {'test bpd':>9}")
     for num_latents in args.num_latents:
@@ -61,10 +53,7 @@ def main() -> None:
         build = time.perf_counter() - start
         epoch = timed_epoch(circuit, train, args.batch_size)
         start = time.perf_counter()
-        common = dict(pseudocount=args.pseudocount, progress=args.progress)
-        em.fit(circuit, train, em.LinearAnneal(args.step_start, args.step_end, args.minibatch_epochs),
-               batch_size=args.batch_size, **common)
-        em.fit(circuit, train, em.Constant(1.0, args.fullbatch_epochs), batch_size=1024, full_batch=True, **common)
+        mini_then_full_batch_em(circuit, train, args)
         training = time.perf_counter() - start
         test_ll = em.mean_log_likelihood(circuit, test, 1024, circuit.device)
         bpd = -test_ll / (test.shape[1] * math.log(2))

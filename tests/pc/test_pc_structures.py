@@ -74,6 +74,15 @@ def test_hclt_is_a_normalised_tree_circuit_that_learns():
         hclt(torch.tensor([[0, -1], [1, 1]]), 2)
 
 
+def test_hclt_mixture_of_bootstrap_trees_is_normalised():
+    root = hclt(correlated_data(seed=2), num_latents=2, num_trees=3, seed=1)
+    assert len(root.children) == 3 and all(child.scope == frozenset(range(5)) for child in root.children)
+    circuit = pc.Circuit(root, dtype=torch.float64)
+    assert circuit.log_likelihood(all_assignments([2] * 5)).exp().sum().item() == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="num_trees"):
+        hclt(correlated_data(), 2, num_trees=0)
+
+
 def test_rat_spn_is_normalised_and_covers_all_variables():
     root = rat_spn(7, 2, depth=2, num_repetitions=3, num_sums=2, num_input_units=2, seed=1)
     assert root.scope == frozenset(range(7))

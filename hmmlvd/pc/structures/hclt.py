@@ -104,10 +104,20 @@ def hclt_from_tree(children: list[list[int]], order: list[int], num_latents: int
 
 
 def hclt(data: Tensor, num_latents: int, num_categories: int = 2, *, num_bins: int | None = None,
-         root: int | None = None) -> Node:
-    """An HCLT over the columns of ``data`` [N, V] (complete category ids) with hidden size ``num_latents``."""
-    if isinstance(num_latents, bool) or not isinstance(num_latents, int) or num_latents < 1:
-        raise ValueError(f"num_latents must be a positive integer, got {num_latents!r}")
-    information = mutual_information(data, num_categories, num_bins=num_bins)
-    _, children, order = chow_liu_tree(information, root)
-    return hclt_from_tree(children, order, num_latents, num_categories)
+         root: int | None = None, num_trees: int = 1, seed: int = 0) -> Node:
+    """An HCLT over the columns of ``data`` [N, V] (complete category ids) with hidden size ``num_latents``.
+
+    ``num_trees > 1`` gives a mixture of HCLTs: the first tree is learnt from ``data``, the others
+    from bootstrap resamples of it (drawn with ``seed``).
+    """
+    for name, value in (("num_latents", num_latents), ("num_trees", num_trees)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    generator = torch.Generator().manual_seed(seed)
+    components = []
+    for tree in range(num_trees):
+        sample = data if tree == 0 else data[torch.randint(0, len(data), (len(data),), generator=generator)]
+        information = mutual_information(sample, num_categories, num_bins=num_bins)
+        _, children, order = chow_liu_tree(information, root)
+        components.append(hclt_from_tree(children, order, num_latents, num_categories))
+    return components[0] if num_trees == 1 else summation(components, 1, name="hclt_mixture")
