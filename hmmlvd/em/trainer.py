@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -53,13 +54,31 @@ class History:
                 "step_sizes": self.step_sizes}
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised ``torch.distributed`` group, or ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _sum_across_processes(tensors: list[Tensor]) -> None:
+    if process_group()[1] > 1:
+        for tensor in tensors:
+            dist.all_reduce(tensor)
+
+
 def mean_log_likelihood(model: EMModel, data: Tensor, batch_size: int, device: torch.device) -> float:
-    """Mean log-likelihood per example of ``data`` under ``model``, batched."""
-    total = 0.0
+    """Mean log-likelihood per example of ``data`` under ``model``, batched (and sharded across
+    processes when ``torch.distributed`` is initialised)."""
+    rank, world_size = process_group()
+    total = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            total += model.log_likelihood(data[start:start + batch_size].to(device)).double().sum().item()
-    return total / max(len(data), 1)
+            shard = data[start:start + batch_size][rank::world_size]
+            if len(shard):
+                total += model.log_likelihood(shard.to(device)).double().sum()
+    _sum_across_processes([total])
+    return total.item() / max(len(data), 1)
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
@@ -102,6 +121,10 @@ def fit(
     With ``checkpoint_dir`` a checkpoint is written atomically after every epoch (and
     every ``checkpoint_every`` updates); ``resume=True`` continues from it and gives
     the same result as an uninterrupted run.
+
+    When ``torch.distributed`` is initialised, every process runs ``fit`` with the same
+    arguments and data: each batch is split across processes, the counts are summed with
+    ``all_reduce``, every process applies the same M-step, and rank 0 writes checkpoints.
     """
     _check_fit_arguments(data, batch_size, pseudocount)
     device = torch.device(device) if device is not None else next(iter(model.parameter_groups().values())).values.device
@@ -117,8 +140,10 @@ def fit(
         if checkpoint.exists():
             history, start_epoch, start_step, running = _restore(model, checkpoint, run_signature)
 
+    rank, world_size = process_group()
+
     def save(epoch: int, step: int) -> None:
-        if checkpoint is None:
+        if checkpoint is None or rank != 0:
             return
         tensors = {name: group.values for name, group in model.parameter_groups().items()}
         meta = {"epoch": epoch, "step": step, "running": running, "history": history.as_dict(),
@@ -128,7 +153,7 @@ def fit(
     counts = model.zero_counts()
     total_updates = schedule.num_epochs * steps_per_epoch
     bar = tqdm(total=total_updates, initial=start_epoch * steps_per_epoch + start_step,
-               desc="EM", unit="update", disable=not progress)
+               desc="EM", unit="update", disable=not progress or rank != 0)
     for epoch in range(start_epoch, schedule.num_epochs):
         order = None if full_batch else epoch_order(len(data), seed, epoch)
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
@@ -138,10 +163,15 @@ def fit(
                 chunks = [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
             else:
                 chunks = [data[order[step * batch_size:(step + 1) * batch_size]]]
+            batch_stats = torch.zeros(2, dtype=torch.float64, device=device)
             for chunk in chunks:
-                ll = model.accumulate_counts(chunk.to(device), counts)
-                running[0] += ll.double().sum().item()
-                running[1] += len(chunk)
+                shard = chunk[rank::world_size]
+                if len(shard):
+                    batch_stats[0] += model.accumulate_counts(shard.to(device), counts).double().sum()
+                    batch_stats[1] += len(shard)
+            _sum_across_processes([*counts.values(), batch_stats])
+            running[0] += batch_stats[0].item()
+            running[1] += int(batch_stats[1].item())
             step_size = schedule(epoch, step, steps_per_epoch)
             model.set_parameters(apply_m_step(model.parameter_groups(), counts,
                                               pseudocount=pseudocount, step_size=step_size))
@@ -153,8 +183,9 @@ def fit(
         history.step_sizes.append(schedule(epoch, steps_per_epoch - 1, steps_per_epoch))
         if valid is not None:
             history.valid_log_likelihood.append(mean_log_likelihood(model, valid, batch_size, device))
-            bar.write(f"epoch {epoch + 1}: train ll/example {history.train_log_likelihood[-1]:.4f}, "
-                      f"valid ll/example {history.valid_log_likelihood[-1]:.4f}")
+            if progress and rank == 0:
+                bar.write(f"epoch {epoch + 1}: train ll/example {history.train_log_likelihood[-1]:.4f}, "
+                          f"valid ll/example {history.valid_log_likelihood[-1]:.4f}")
         running = [0.0, 0]
         save(epoch + 1, 0)
         if on_epoch_end is not None:
