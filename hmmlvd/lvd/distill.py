@@ -1,0 +1,84 @@
+"""Latent variable distillation for the HMM: embed suffixes -> K-means per position -> closed-form HMM."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..hmm import HMM
+from .clustering import KMeansConfig, cluster_positions
+from .embeddings import EmbeddingStats, embed_windows
+from .encoder import SuffixEncoder
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """LVD settings. ``num_windows=None`` distills from every training window (a GPU budget)."""
+
+    num_states: int
+    num_windows: int | None = None
+    encoder: str | None = None
+    encoder_batch_size: int = 128
+    kmeans_iterations: int = 20
+    pseudocount: float = 0.1
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_states < 1:
+            raise ValueError(f"num_states must be >= 1, got {self.num_states}")
+        if self.num_windows is not None and self.num_windows < self.num_states:
+            raise ValueError(f"num_windows={self.num_windows} is below num_states={self.num_states}: K-means "
+                             "needs at least one suffix per cluster; distill from more windows")
+        if self.pseudocount < 0 or self.kmeans_iterations < 1 or self.encoder_batch_size < 1:
+            raise ValueError("pseudocount must be >= 0, kmeans_iterations and encoder_batch_size >= 1")
+
+
+@dataclass
+class DistillStats:
+    """The cost of each LVD stage."""
+
+    num_windows: int
+    embedding: EmbeddingStats
+    kmeans_seconds: float
+    counting_seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"num_windows": self.num_windows, "num_suffixes_computed": self.embedding.num_suffixes_computed,
+                "embedding_seconds": self.embedding.seconds,
+                "suffixes_per_second": self.embedding.suffixes_per_second,
+                "kmeans_seconds": self.kmeans_seconds, "counting_seconds": self.counting_seconds}
+
+
+def select_windows(num_total: int, num_windows: int | None, seed: int) -> Tensor:
+    """A seeded subsample of window ids (sorted); the first n of one permutation, so larger
+    subsamples contain smaller ones and share their cached embeddings."""
+    if num_windows is None or num_windows >= num_total:
+        return torch.arange(num_total)
+    order = torch.randperm(num_total, generator=torch.Generator().manual_seed(seed))
+    return order[:num_windows].sort().values
+
+
+def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
+            encoder: SuffixEncoder | None = None, progress: bool = True) -> tuple[HMM, DistillStats]:
+    """The LVD initialisation of a non-homogeneous HMM from training ``windows`` [N, T].
+
+    ``data_key`` identifies the stream the windows come from (for the embedding cache).
+    """
+    if windows.dim() != 2 or len(windows) == 0:
+        raise ValueError(f"windows must be a non-empty [num_windows, length] tensor, got {tuple(windows.shape)}")
+    window_ids = select_windows(len(windows), config.num_windows, config.seed)
+    encoder = encoder or SuffixEncoder(config.encoder, batch_size=config.encoder_batch_size)
+    embeddings, embedding_stats = embed_windows(windows, window_ids, tokenizer, encoder, data_key,
+                                                cache_dir=config.cache_dir, progress=progress)
+    assignments, kmeans_seconds = cluster_positions(
+        embeddings, KMeansConfig(config.num_states, config.kmeans_iterations, config.seed), progress=progress)
+    start = time.perf_counter()
+    hmm = HMM.from_complete_data(windows[window_ids], assignments, config.num_states, tokenizer.vocab_size,
+                                 pseudocount=config.pseudocount)
+    counting_seconds = time.perf_counter() - start
+    return hmm, DistillStats(len(window_ids), embedding_stats, kmeans_seconds, counting_seconds)

@@ -1,0 +1,69 @@
+"""End to end on a synthetic corpus: hmmlvd train (LVD + random) then hmmlvd eval on the saved folder."""
+import argparse
+import json
+import re
+
+import pytest
+
+from hmmlvd import HMM
+from hmmlvd.cli import eval as eval_command
+from hmmlvd.cli import train as train_command
+from hmmlvd.data import Vocab
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers(dest="command")
+    train_command.add_parser(subparsers)
+    eval_command.add_parser(subparsers)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wiki")
+    for split, count in (("train", 300), ("valid", 40), ("test", 40)):
+        lines = [" ".join(f"w{(i * 7 + j * 3) % 19}" for j in range(i % 10)) for i in range(count)]
+        (folder / f"wiki.{split}.tokens").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_train_compare_random_then_eval(corpus_dir, tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(out), "--num-states", "3",
+            "--lvd-windows", "12", "--train-windows", "0", "--batch-size", "16", "--phase1-epochs", "2",
+            "--phase2-epochs", "1", "--encoder", tiny_encoder, "--cache-dir", str(tmp_path / "cache"),
+            "--compare-random", "--eval-splits", "valid,test", "--sliding-max-tokens", "0", "--no-progress"]
+    assert train_command.run(parse(argv)) == 0
+    printed = capsys.readouterr().out
+    for init in ("lvd", "random"):
+        folder = out / init
+        results = json.loads((folder / "results.json").read_text())
+        assert results["init"] == init and len(results["history"]["train_log_likelihood"]) == 3
+        assert (folder / "init" / "model.safetensors").is_file()
+        hmm, vocab = HMM.from_pretrained(folder), Vocab.load(folder)
+        assert hmm.num_states == 3 and hmm.vocab_size == vocab.vocab_size
+        final = {(r["protocol"], r["split"]): r["perplexity"] for r in results["perplexity"] if r["stage"] == "final"}
+        assert set(final) == {(p, s) for p in ("chunk", "sliding") for s in ("valid", "test")}
+        assert f"test perplexity (sliding protocol, h=3, init={init})" in printed
+        # hmmlvd eval on the saved folder reproduces the numbers printed by train
+        assert eval_command.run(parse(["eval", str(folder), "--data-dir", str(corpus_dir), "--no-verify",
+                                       "--protocol", "chunk", "sliding", "--no-progress"])) == 0
+        lines = capsys.readouterr().out
+        for protocol in ("chunk", "sliding"):
+            match = re.search(rf"test perplexity \({protocol} protocol, h=3, init={init}\): ([0-9.]+)", lines)
+            assert float(match.group(1)) == pytest.approx(final[(protocol, "test")], abs=0.006)
+    assert json.loads((out / "lvd" / "results.json").read_text())["lvd_stats"]["num_windows"] == 12
+
+    # --resume after a finished run re-uses the init and the final checkpoint: no EM epoch is repeated
+    before = json.loads((out / "lvd" / "results.json").read_text())
+    assert train_command.run(parse(argv[:1] + ["--init", "lvd"] + argv[1:argv.index("--compare-random")]
+                                   + ["--out", str(out / "lvd"), "--resume", "--no-progress"])) == 0
+    after = json.loads((out / "lvd" / "results.json").read_text())
+    assert after["history"] == before["history"] and after["em_epoch_seconds"] == []
+
+
+def test_bad_options_are_clear_errors(corpus_dir, tmp_path):
+    with pytest.raises(ValueError, match="--eval-protocols"):
+        train_command.run(parse(["train", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(tmp_path),
+                                 "--eval-protocols", "strided"]))
