@@ -57,7 +57,8 @@ def kmeans(points: Tensor, config: KMeansConfig) -> tuple[Tensor, Tensor]:
         return torch.from_numpy(model.labels_.astype(np.int64)), torch.from_numpy(model.cluster_centers_).float()
     gpu = config.use_gpu if config.use_gpu is not None else faiss.get_num_gpus() > 0
     model = faiss.Kmeans(data.shape[1], config.num_clusters, niter=config.iterations, seed=config.seed,
-                         nredo=config.restarts,                         max_points_per_centroid=max(len(data), 1), min_points_per_centroid=1,
+                         nredo=config.restarts, max_points_per_centroid=max(len(data), 1),
+                         min_points_per_centroid=1,
                          gpu=bool(gpu), verbose=False)
     model.train(data)
     _, labels = model.index.search(data, 1)
