@@ -78,13 +78,10 @@ def _top_down(circuit: Circuit, x: Tensor, values: Tensor, generator: torch.Gene
 
     for layer in reversed(circuit.layers):
         if isinstance(layer, ProductLayer):
-            parents = active[layer.start:layer.start + len(layer.child_rows)]
+            unit, example = active[layer.start:layer.start + len(layer.child_rows)].nonzero(as_tuple=True)
             fan_in = layer.child_rows.shape[1]
-            hits = torch.zeros(circuit.num_rows, batch, dtype=torch.float32, device=circuit.device)
-            hits.index_put_((layer.child_rows.reshape(-1),), parents.repeat_interleave(fan_in, dim=0).float(),
-                            accumulate=True)
-            active |= hits > 0
-            active[0] = False
+            active[layer.child_rows[unit].reshape(-1), example.repeat_interleave(fan_in)] = True
+            active[0] = False                                                  # the padding row
             continue
         for group in layer:
             n, units, fan_in = group.params.shape
