@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("info",)
+SUBCOMMANDS = ("train", "eval", "score", "generate", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:
