@@ -1,5 +1,15 @@
 """hmmlvd: tractable language and image models trained by latent variable distillation."""
-from . import em
-from .hmm import HMM, HMMConfig
+import importlib
 
-__all__ = ["em", "HMM", "HMMConfig"]
+from . import constraints, data, em, evaluate
+from .hmm import HMM, HMMConfig
+from .lm import LanguageModel
+
+__all__ = ["constraints", "data", "em", "evaluate", "lvd", "pc", "HMM", "HMMConfig", "LanguageModel"]
+
+
+def __getattr__(name: str):
+    # the heavier subpackages (encoders, circuits) load on first use
+    if name in ("lvd", "pc"):
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
