@@ -59,7 +59,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--phase2-epochs", type=int)
     parser.add_argument("--phase2-step-size", type=float, default=0.2, help="EM step size in phase 2 (0.2)")
     parser.add_argument("--batch-size", type=int, help="windows per EM update")
-    parser.add_argument("--pseudocount", type=float, default=0.1, help="M-step pseudocount (default 0.1)")
+    parser.add_argument("--pseudocount", type=float, default=0.1, help="EM M-step pseudocount (default 0.1)")
+    parser.add_argument("--lvd-pseudocount", type=float, default=10.0,
+                        help="pseudocount of the closed-form LVD fit (default 10, chosen on valid; it "
+                             "smooths the emissions of words the subsample never shows at a position)")
     parser.add_argument("--eval-splits", help="comma-separated splits to evaluate (valid,test)")
     parser.add_argument("--eval-protocols", help="comma-separated protocols (chunk,sliding)")
     parser.add_argument("--sliding-max-tokens", type=int,
@@ -125,7 +128,7 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
     train = windows(corpus.train, SEQ_LEN, SEQ_LEN)
     data_key = f"{stream_hash(corpus.train)}:{SEQ_LEN}:{SEQ_LEN}"
     distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], args.encoder,
-                                   args.encoder_batch_size, args.kmeans_iterations, args.pseudocount, args.seed,
+                                   args.encoder_batch_size, args.kmeans_iterations, args.lvd_pseudocount, args.seed,
                                    args.cache_dir)
     em_config = EMConfig(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
                          args.phase2_step_size, settings["batch_size"], args.pseudocount, args.seed)
@@ -156,9 +159,11 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
         epoch_times.append(time.perf_counter() - clock[0])
         clock[0] = time.perf_counter()
         print(f"[{init}] epoch {epoch + 1}/{em_config.schedule().num_epochs}: train ll/window "
-              f"{history.train_log_likelihood[-1]:.2f} ({epoch_times[-1]:.0f} s)", flush=True)
+              f"{history.train_log_likelihood[-1]:.2f}, valid ll/window {history.valid_log_likelihood[-1]:.2f} "
+              f"({epoch_times[-1]:.0f} s with validation)", flush=True)
 
-    history = finetune(hmm, em_windows, em_config, out / "checkpoint", args.resume, progress=progress,
+    history = finetune(hmm, em_windows, em_config, out / "checkpoint", args.resume,
+                       valid_windows=windows(corpus.valid, SEQ_LEN, SEQ_LEN), progress=progress,
                        on_epoch_end=on_epoch_end)
     report.update(history=history.as_dict(), em_windows=len(em_windows), em_epoch_seconds=epoch_times)
     hmm.save_pretrained(out)
