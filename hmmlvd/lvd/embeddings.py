@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..io import atomic_write_json, load_tensors, save_tensors
 from .encoder import SuffixEncoder
-from .text import suffix_texts, window_words
+from .text import suffix_texts
 
 CACHE_ENV = "HMMLVD_CACHE"
 FORMAT_VERSION = 1
@@ -104,8 +104,7 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
     start = time.perf_counter()
     for block in (missing.split(block_windows) if len(missing) else ()):
         texts = [text for i in block.tolist()
-                 for text in suffix_texts(window_words(windows[i].tolist(), tokenizer),
-                                          encoder.unk_token, encoder.eos_token)]
+                 for text in suffix_texts(windows[i].tolist(), tokenizer, encoder.unk_token, encoder.eos_token)]
         embedded = encoder.embed(texts, progress=bar).view(len(block), length, -1).to(torch.float16)
         if cache is not None:
             cache.add(block, embedded)

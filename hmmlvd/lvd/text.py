@@ -14,13 +14,14 @@ def detokenize(text: str, unk_token: str, eos_token: str) -> str:
     return text.replace(_UNK, unk_token).replace(_EOS, eos_token)
 
 
-def suffix_texts(window_words: Sequence[str], unk_token: str, eos_token: str) -> list[str]:
-    """The texts of the suffixes ``x_t..x_T`` of one window, for every ``t``."""
-    return [detokenize(" ".join(window_words[t:]), unk_token, eos_token) for t in range(len(window_words))]
+def suffix_texts(window_ids: Sequence[int], tokenizer, unk_token: str, eos_token: str) -> list[str]:
+    """The texts of the suffixes ``x_t..x_T`` of one window of token ids, for every ``t``.
 
-
-def window_words(window_ids: Sequence[int], tokenizer) -> list[str]:
-    """The surface strings of a window's ids: words for a word vocabulary, decoded pieces otherwise."""
+    A word vocabulary joins its words; any other tokenizer decodes each suffix.
+    """
     if hasattr(tokenizer, "id_to_word"):
-        return [tokenizer.id_to_word(i) for i in window_ids]
-    return [tokenizer.decode([int(i)]) for i in window_ids]
+        words = [tokenizer.id_to_word(i) for i in window_ids]
+        raw = [" ".join(words[t:]) for t in range(len(words))]
+    else:
+        raw = [tokenizer.decode(list(window_ids[t:])) for t in range(len(window_ids))]
+    return [detokenize(text, unk_token, eos_token) for text in raw]

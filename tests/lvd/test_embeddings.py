@@ -2,7 +2,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from hmmlvd.data import Vocab, windows
-from hmmlvd.lvd import SuffixEncoder, embed_windows, stream_hash
+from hmmlvd.lvd import SuffixEncoder, embed_windows, stream_hash, suffix_texts
 
 
 def reference_embedding(folder: str, text: str) -> torch.Tensor:
@@ -36,10 +36,7 @@ def test_embed_windows_orders_rows_by_window_and_position(tiny_encoder, tmp_path
     embedded, stats = embed_windows(train, ids, vocab, encoder, "k", cache_dir=False, progress=False)
     assert embedded.shape == (3, 8, encoder.dim) and embedded.dtype == torch.float16
     assert stats.num_suffixes_computed == 24
-    words = [vocab.id_to_word(i) for i in train[5].tolist()]
-    from hmmlvd.lvd import suffix_texts
-
-    text = suffix_texts(words, encoder.unk_token, encoder.eos_token)[3]
+    text = suffix_texts(train[5].tolist(), vocab, encoder.unk_token, encoder.eos_token)[3]
     assert torch.allclose(embedded[0, 3].float(), reference_embedding(tiny_encoder, text), atol=2e-3)  # fp16
 
 
