@@ -7,23 +7,46 @@ hmmlearn's updated model must give the same log-likelihood as ours (1e-4 relativ
 pomegranate models an end-state distribution, so after an update its model differs by
 construction: we compare its E-step instead (log-likelihood and expected transition counts).
 
-    python bench/hmm_vs_peers.py --data-dir ../shared/data/wikitext-2 --states 64 256 --windows 256
+    python bench/hmm_vs_peers.py --data-dir ../shared/data/wikitext-2 --states 64 256 --windows 2048 256
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import torch
 
 
-def _rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+def _current_rss_gib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+
+
+class PeakMemory:
+    """Peak resident memory above the level at entry, sampled every millisecond by a thread."""
+
+    def __enter__(self):
+        self.baseline = self.peak = _current_rss_gib()
+        self._running = True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while self._running:
+            self.peak = max(self.peak, _current_rss_gib())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._running = False
+        self._thread.join()
+        self.extra_gib = self.peak - self.baseline
 
 
 def _setup(args):
@@ -31,7 +54,7 @@ def _setup(args):
     from hmmlvd.data import chunk_windows, wikitext2
 
     corpus = wikitext2(args.data_dir)
-    tokens = chunk_windows(corpus.train)[:args.windows].contiguous()
+    tokens = chunk_windows(corpus.train)[:args.windows[0]].contiguous()
     hmm = HMM.random(HMMConfig(args.states[0], corpus.tokenizer.vocab_size, tokens.shape[1], homogeneous=True),
                      seed=0, dtype=torch.float64)
     return hmm, tokens
@@ -82,13 +105,11 @@ def run_pomegranate(hmm, tokens, args) -> dict:
                         ends=torch.ones(hmm.num_states), max_iter=1, verbose=False)
 
     observations = tokens.unsqueeze(-1)
-    probe = build()
-    ll_before = probe.log_probability(observations).sum().item()
-    probe.summarize(observations)
-    transition_counts = probe._xw_sum.double()
     model = build()
     start = time.perf_counter()
-    model.fit(observations)
+    ll_before = model.summarize(observations).sum().item()   # what fit() does per iteration
+    transition_counts = model._xw_sum.double().clone()
+    model.from_summaries()
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "ll_before": ll_before, "transition_counts": transition_counts.sum().item(),
             "transition_counts_matrix": transition_counts.numpy().ravel()[:2000].tolist()}
@@ -101,30 +122,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="WikiText-2 folder (default: $HMMLVD_DATA)")
     parser.add_argument("--states", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--windows", type=int, default=256, help="number of 32-token training windows")
-    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--windows", type=int, nargs="+", default=[2048, 256],
+                        help="32-token training windows, one value per --states entry (pomegranate holds "
+                             "[windows, 31, h, h] floats at once, so large h needs fewer windows)")
+    parser.add_argument("--batch", type=int, default=1024, help="windows per hmmlvd forward-backward batch")
     parser.add_argument("--single", choices=list(RUNNERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         hmm, tokens = _setup(args)
         RUNNERS[args.single](hmm, tokens[:2], args)      # warm-up: one-time library and thread-pool start
-        baseline = _rss_gib()
-        row = RUNNERS[args.single](hmm, tokens, args)
-        row["extra_rss_gib"] = _rss_gib() - baseline
+        with PeakMemory() as memory:
+            row = RUNNERS[args.single](hmm, tokens, args)
+        row["extra_rss_gib"] = memory.extra_gib
         print(json.dumps(row))
         return
-    print(f"{args.windows} windows x 32 tokens, V=33,278, one EM iteration from identical parameters, "
-          f"torch threads={torch.get_num_threads()}")
-    for num_states in args.states:
+    if len(args.windows) != len(args.states):
+        parser.error("give one --windows value per --states value")
+    print(f"V=33,278, one EM iteration from identical parameters, torch threads={torch.get_num_threads()}")
+    for num_states, num_windows in zip(args.states, args.windows):
         rows = {}
         for name in RUNNERS:
             command = [sys.executable, __file__, "--single", name, "--states", str(num_states), "--windows",
-                       str(args.windows), "--batch", str(args.batch)]
+                       str(num_windows), "--batch", str(args.batch)]
             if args.data_dir:
                 command += ["--data-dir", args.data_dir]
             rows[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         ours = rows["hmmlvd"]
-        print(f"\nh={num_states}")
+        print(f"\nh={num_states}, {num_windows} windows x 32 tokens of WikiText-2 train")
         print(f"{'library':<12} {'s/iteration':>12} {'extra RSS GiB':>14} {'LL before':>14} {'LL after':>14}")
         for name, row in rows.items():
             print(f"{name:<12} {row['seconds']:>12.3f} {row['extra_rss_gib']:>14.3f} {row['ll_before']:>14.2f} "
