@@ -8,6 +8,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..data import read_lines, windows, wikitext2
+from ..em import mean_log_likelihood
 from ..evaluate import PROTOCOLS, perplexity
 from ..hmm import HMM
 from ..io import atomic_write_json
@@ -19,13 +20,13 @@ SEQ_LEN = 32
 # quick: the README job (LVD + random, trained and evaluated, <= 15 min on a 2-core CPU);
 # paper: Appendix C's 20 + 5 epochs on all windows (a GPU budget).
 PRESETS = {
-    "quick": {"num_states": 64, "lvd_windows": 256, "train_windows": 16384, "phase1_epochs": 2,
+    "quick": {"num_states": 64, "lvd_windows": 256, "train_windows": 16384, "train_stride": 32, "phase1_epochs": 2,
               "phase2_epochs": 1, "batch_size": 4096, "eval_splits": "valid,test", "eval_protocols": "chunk,sliding",
               "sliding_max_tokens": 50_000},
-    "cpu": {"num_states": 128, "lvd_windows": 2048, "train_windows": None, "phase1_epochs": 3,
+    "cpu": {"num_states": 128, "lvd_windows": 2048, "train_windows": None, "train_stride": 32, "phase1_epochs": 3,
             "phase2_epochs": 1, "batch_size": 16384, "eval_splits": "test", "eval_protocols": "chunk,sliding",
             "sliding_max_tokens": None},
-    "paper": {"num_states": 256, "lvd_windows": None, "train_windows": None, "phase1_epochs": 20,
+    "paper": {"num_states": 256, "lvd_windows": None, "train_windows": None, "train_stride": 1, "phase1_epochs": 20,
               "phase2_epochs": 5, "batch_size": 8192, "eval_splits": "valid,test",
               "eval_protocols": "chunk,sliding", "sliding_max_tokens": None},
 }
@@ -50,6 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lvd-windows", type=int, help="training windows to distill from (seeded subsample); "
                                                         "0 = all (a GPU budget)")
     parser.add_argument("--train-windows", type=int, help="training windows for EM (seeded subsample); 0 = all")
+    parser.add_argument("--train-stride", type=int, help="stride of the EM training windows: 32 = disjoint "
+                                                         "chunks, 1 = every subsequence (the paper)")
     parser.add_argument("--encoder", help="HF encoder name or path (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--encoder-batch-size", type=int, default=128, help="suffixes per encoder batch")
     parser.add_argument("--cache-dir", help="embedding cache root (default $HMMLVD_CACHE or ~/.cache/hmmlvd)")
@@ -149,9 +152,11 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
     report["perplexity"] = evaluate_all(hmm, corpus, {**settings, "eval_splits": ["test"],
                                                       "eval_protocols": ["chunk"], "sliding_max_tokens": None},
                                         init, "init", progress)
-    em_windows = train
-    if settings["train_windows"] is not None and settings["train_windows"] < len(train):
-        em_windows = train[select_windows(len(train), settings["train_windows"], args.seed + 1)]
+    valid_windows = windows(corpus.valid, SEQ_LEN, SEQ_LEN)
+    report["init_valid_log_likelihood"] = mean_log_likelihood(hmm, valid_windows, 1024, hmm.device)
+    em_windows = windows(corpus.train, SEQ_LEN, settings["train_stride"])
+    if settings["train_windows"] is not None and settings["train_windows"] < len(em_windows):
+        em_windows = em_windows[select_windows(len(em_windows), settings["train_windows"], args.seed + 1)]
     epoch_times: list[float] = []
     clock = [time.perf_counter()]
 
@@ -163,7 +168,7 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
               f"({epoch_times[-1]:.0f} s with validation)", flush=True)
 
     history = finetune(hmm, em_windows, em_config, out / "checkpoint", args.resume,
-                       valid_windows=windows(corpus.valid, SEQ_LEN, SEQ_LEN), progress=progress,
+                       valid_windows=valid_windows, progress=progress,
                        on_epoch_end=on_epoch_end)
     report.update(history=history.as_dict(), em_windows=len(em_windows), em_epoch_seconds=epoch_times)
     hmm.save_pretrained(out)
