@@ -126,6 +126,8 @@ def main() -> None:
                         help="32-token training windows, one value per --states entry (pomegranate holds "
                              "[windows, 31, h, h] floats at once, so large h needs fewer windows)")
     parser.add_argument("--batch", type=int, default=1024, help="windows per hmmlvd forward-backward batch")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds after which a library's iteration is stopped and reported as inf")
     parser.add_argument("--single", choices=list(RUNNERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -146,7 +148,11 @@ def main() -> None:
                        str(num_windows), "--batch", str(args.batch)]
             if args.data_dir:
                 command += ["--data-dir", args.data_dir]
-            rows[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            try:
+                result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=args.timeout)
+                rows[name] = json.loads(result.stdout)
+            except subprocess.TimeoutExpired:
+                rows[name] = {"seconds": float("inf"), "extra_rss_gib": float("nan"), "ll_before": float("nan")}
         ours = rows["hmmlvd"]
         print(f"\nh={num_states}, {num_windows} windows x 32 tokens of WikiText-2 train")
         print(f"{'library':<12} {'s/iteration':>12} {'extra RSS GiB':>14} {'LL before':>14} {'LL after':>14}")
@@ -154,6 +160,8 @@ def main() -> None:
             print(f"{name:<12} {row['seconds']:>12.3f} {row['extra_rss_gib']:>14.3f} {row['ll_before']:>14.2f} "
                   f"{row.get('ll_after', float('nan')):>14.2f}")
         learn, pome = rows["hmmlearn"], rows["pomegranate"]
+        if not np.isfinite(pome["seconds"]):
+            pome["transition_counts_matrix"] = [np.nan]
         counts_diff = np.max(np.abs(np.array(ours["transition_counts_matrix"]) -
                                     np.array(pome["transition_counts_matrix"]))) / max(np.max(np.abs(
                                         ours["transition_counts_matrix"])), 1e-30)
