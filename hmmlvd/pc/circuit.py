@@ -57,6 +57,8 @@ class Circuit:
                                      f"and {node.num_categories} categories ({node!r}); use one category count per variable")
                 categories[node.variable] = node.num_categories
         self.num_categories = categories.to(self.device)
+        unused = torch.iinfo(torch.long).max                          # variables outside the scope take any value
+        self._category_limits = torch.where(categories > 0, categories, unused).to(self.device)
         self._named_groups: dict[str, InputGroup | SumGroup] = {}
         for index, group in enumerate(self.input_groups):
             if not group.fixed:
@@ -75,7 +77,7 @@ class Circuit:
         if x.dtype.is_floating_point or x.dtype == torch.bool:
             raise ValueError(f"inputs must be integer category ids (LongTensor), got dtype {x.dtype}")
         x = x.to(device=self.device, dtype=torch.long)
-        if len(x) and ((x < -1).any() or (x >= self.num_categories).any()):
+        if len(x) and ((x < -1).any() or (x >= self._category_limits).any()):
             raise ValueError("inputs must lie in [0, num_categories) per variable, or be -1 for missing; "
                              f"per-variable category counts are {self.num_categories.tolist()[:16]}...")
         return x

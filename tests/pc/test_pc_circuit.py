@@ -161,3 +161,10 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.log_likelihood(data).cpu(), cpu.log_likelihood(data), rtol=1e-5, atol=1e-5)
     for name, counts in gpu.expected_counts(data).items():
         torch.testing.assert_close(counts.cpu(), cpu.expected_counts(data)[name], rtol=1e-4, atol=1e-4)
+
+
+def test_variables_outside_the_scope_are_ignored():
+    circuit = pc.Circuit(pc.summation(pc.multiply(pc.inputs(0, 2, 2), pc.inputs(3, 2, 2)), 1), dtype=torch.float64)
+    assert circuit.num_variables == 4
+    x = torch.tensor([[1, 7, -1, 0], [1, 0, 5, 0]])
+    torch.testing.assert_close(circuit.log_likelihood(x)[0], circuit.log_likelihood(x)[1])
