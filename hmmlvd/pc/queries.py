@@ -12,7 +12,7 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
     """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
 
     ``evidence`` is ``[B, num_variables]`` with ``-1`` for unobserved variables; observed variables get
-    a one-hot row. Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
+    a one-hot row (variables outside the circuit's scope get zeros). Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
     """
     with torch.no_grad():
         forward = circuit.forward(evidence)
@@ -30,8 +30,8 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
             padded[:, :group.params.shape[1]] = mass.reshape(-1, group.params.shape[1])
             result.index_put_((rows,), padded, accumulate=True)
         result = result.reshape(batch, num_vars, width)
-        observed = x >= 0
-        one_hot = torch.zeros_like(result).scatter_(2, x.clamp_min(0)[..., None], 1.0)
+        observed = (x >= 0) & (circuit.num_categories > 0)           # variables outside the scope stay all-zero
+        one_hot = torch.zeros_like(result).scatter_(2, x.clamp(0, width - 1)[..., None], 1.0)
         return torch.where(observed[..., None], one_hot, result)
 
 

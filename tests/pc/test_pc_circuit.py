@@ -168,3 +168,5 @@ def test_variables_outside_the_scope_are_ignored():
     assert circuit.num_variables == 4
     x = torch.tensor([[1, 7, -1, 0], [1, 0, 5, 0]])
     torch.testing.assert_close(circuit.log_likelihood(x)[0], circuit.log_likelihood(x)[1])
+    marginals = pc.conditional_marginals(circuit, x)
+    assert marginals[:, 1:3].abs().sum() == 0 and marginals[0, 0].tolist() == [0.0, 1.0]
