@@ -18,6 +18,7 @@ class ForwardPass:
 
     values: Tensor
     inputs: Tensor                      # [B, num_variables] the evidence
+    input_states: dict[int, tuple[Tensor, Tensor]]   # id(input group) -> (clamped states [N,B], observed [N,B])
     sum_cache: dict[int, tuple[Tensor, Tensor]]   # id(group) -> (shifted child probs [n,C,B], sums [n,U,B])
 
 
@@ -88,11 +89,15 @@ class Circuit:
         values = torch.empty(self.num_rows, len(x), dtype=self.dtype, device=self.device)
         values[0] = 0.0                                                # every other row is written below
         by_variable = x.T.contiguous()
+        input_states = {}
         for group in self.input_groups:
             states = by_variable.index_select(0, group.variables)          # [N, B]
+            observed = states >= 0
+            states = states.clamp_min_(0)
+            input_states[id(group)] = (states, observed)
             log_params = group.params.clamp_min(torch.finfo(self.dtype).tiny).log()
-            logs = torch.gather(log_params, 1, states.clamp_min(0))
-            values[group.start:group.start + len(group.variables)] = logs.masked_fill(states < 0, 0.0)
+            logs = torch.gather(log_params, 1, states)
+            values[group.start:group.start + len(group.variables)] = logs.masked_fill_(~observed, 0.0)
         cache: dict[int, tuple[Tensor, Tensor]] = {}
         for layer in self.layers:
             if isinstance(layer, ProductLayer):
@@ -107,7 +112,7 @@ class Circuit:
                 cache[id(group)] = (probs, sums)
                 rows = sums.shape[0] * sums.shape[1]
                 values[group.start:group.start + rows] = (sums.log() + shift).reshape(rows, -1)
-        return ForwardPass(values, x, cache)
+        return ForwardPass(values, x, input_states, cache)
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """``log p(x)`` per example ``[B]`` (missing entries marginalised)."""
@@ -142,15 +147,15 @@ class Circuit:
         if counts is not None:
             for name, group in self._named_groups.items():
                 if isinstance(group, InputGroup):
-                    counts[name] += self._input_counts(group, forward.inputs, flows)
+                    counts[name] += self._input_counts(group, forward, flows)
         return flows
 
-    def _input_counts(self, group: InputGroup, x: Tensor, flows: Tensor) -> Tensor:
+    def _input_counts(self, group: InputGroup, forward: ForwardPass, flows: Tensor) -> Tensor:
         """Expected counts of one input group; missing values contribute nothing (as in the HMM)."""
-        states = x.T.index_select(0, group.variables)
+        states, observed = forward.input_states[id(group)]
         unit_flows = flows[group.start:group.start + len(group.variables)]
         counts = torch.zeros_like(group.params)
-        return counts.scatter_add_(1, states.clamp_min(0), unit_flows * (states >= 0))
+        return counts.scatter_add_(1, states, unit_flows * observed)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
