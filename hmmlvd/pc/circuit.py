@@ -147,15 +147,14 @@ class Circuit:
         if counts is not None:
             for name, group in self._named_groups.items():
                 if isinstance(group, InputGroup):
-                    counts[name] += self._input_counts(group, forward, flows)
+                    self._add_input_counts(group, forward, flows, counts[name])
         return flows
 
-    def _input_counts(self, group: InputGroup, forward: ForwardPass, flows: Tensor) -> Tensor:
-        """Expected counts of one input group; missing values contribute nothing (as in the HMM)."""
+    def _add_input_counts(self, group: InputGroup, forward: ForwardPass, flows: Tensor, counts: Tensor) -> None:
+        """Add the expected counts of one input group into ``counts``; missing values add nothing (as in the HMM)."""
         states, observed = forward.input_states[id(group)]
         unit_flows = flows[group.start:group.start + len(group.variables)]
-        counts = torch.zeros_like(group.params)
-        return counts.scatter_add_(1, states, unit_flows * observed)
+        counts.scatter_add_(1, states, (unit_flows * observed).to(counts.dtype))
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
