@@ -18,11 +18,18 @@ class ForwardResult(NamedTuple):
     log_normalizers: Tensor  # [L, B] float64: log p(x_t | x_<t), 0 where x_t is missing
 
 
-def emission_factors(emission_matrix: Tensor, tokens: Tensor) -> Tensor:
-    """Rows ``p(x_t = tokens[b] | z_t)`` of a ``[V, h]`` table; all ones where the token is missing."""
+def emission_factors(emission_matrix: Tensor, tokens: Tensor, out: Tensor | None = None) -> Tensor:
+    """Rows ``p(x_t = tokens[b] | z_t)`` of a ``[V, h]`` table; all ones where the token is missing.
+
+    Written into ``out`` [B, h] when given."""
     missing = tokens < 0
-    rows = emission_matrix.index_select(0, tokens.clamp(min=0))
-    return rows.masked_fill(missing.unsqueeze(1), 1.0) if bool(missing.any()) else rows
+    if out is None:
+        out = torch.empty(len(tokens), emission_matrix.shape[1], dtype=emission_matrix.dtype,
+                          device=emission_matrix.device)
+    torch.index_select(emission_matrix, 0, tokens.clamp(min=0), out=out)
+    if bool(missing.any()):
+        out.masked_fill_(missing.unsqueeze(1), 1.0)
+    return out
 
 
 def _normalize_in_place(values: Tensor) -> Tensor:
@@ -42,9 +49,8 @@ def forward(hmm, tokens: Tensor, emissions_out: Tensor | None = None) -> Forward
     alphas = torch.empty(length, batch, hmm.num_states, dtype=hmm.dtype, device=hmm.device)
     log_normalizers = torch.empty(length, batch, dtype=torch.float64, device=hmm.device)
     for t in range(length):
-        factors = emission_factors(hmm.emission_matrix(t), tokens[:, t])
-        if emissions_out is not None:
-            emissions_out[t] = factors
+        factors = emission_factors(hmm.emission_matrix(t), tokens[:, t],
+                                   out=emissions_out[t] if emissions_out is not None else None)
         if t == 0:
             torch.mul(hmm.initial.unsqueeze(0), factors, out=alphas[0])
         else:
