@@ -34,11 +34,16 @@ class MaterializedCircuit:
                              f"got {tuple(z.shape)}")
         return torch.cat([x.long(), z.long().to(x.device)], dim=1)
 
-    def copy_to_original(self) -> None:
-        """Give the original sum nodes the parameters of their materialised copies.
+    def copy_to_original(self, circuit=None) -> None:
+        """Give the original nodes the parameters of the materialised circuit.
 
-        Call ``circuit.update_nodes()`` on the compiled materialised circuit first.
+        ``circuit`` is the compiled materialised circuit (its trained parameters are written into the
+        nodes first); without it the nodes' current parameters are used.
         """
+        if circuit is not None:
+            if circuit.root is not self.root:
+                raise ValueError("circuit was not compiled from this materialised root")
+            circuit.update_nodes()
         for new, original in self.sum_sources:
             original.params = new.params.detach().clone()
 

@@ -54,8 +54,9 @@ def test_lvd_training_on_x_and_z_then_on_x(hclt_and_scopes):
     em.fit(joint, augmented, em.Constant(1.0, 3), full_batch=True, progress=False)
     after_lower_bound = joint.log_likelihood(augmented).mean().item()
     assert after_lower_bound > before
-    joint.update_nodes()
-    result.copy_to_original()
+    with pytest.raises(ValueError, match="not compiled from this"):
+        result.copy_to_original(pc.Circuit(root))
+    result.copy_to_original(joint)
     distilled = pc.Circuit(root, dtype=torch.float64)
     assert distilled.log_likelihood(data).mean().item() >= after_lower_bound - 1e-9     # p(x) >= p(x, z)
     history = em.fit(distilled, data, em.Constant(1.0, 3), full_batch=True, pseudocount=0.0, progress=False)
