@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from ..data import read_lines, windows, wikitext2
 from ..em import mean_log_likelihood
@@ -76,6 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", default="word",
                         help="word (default), hf:NAME_OR_PATH or sentencepiece:bpe|unigram:SIZE")
     parser.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the data files")
+    parser.add_argument("--device", help="torch device for EM and evaluation (default cuda when available)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
@@ -146,6 +148,7 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
     else:
         hmm, stats = initial_hmm(init, train, corpus.tokenizer, distill_config, data_key, progress)
         hmm.save_pretrained(init_dir)
+    hmm = hmm.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report["init_seconds"] = time.perf_counter() - start
     report["lvd_stats"] = stats.as_dict() if stats is not None else None
     if stats is not None:

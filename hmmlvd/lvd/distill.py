@@ -1,7 +1,6 @@
 """Latent variable distillation for the HMM: embed suffixes -> K-means per position -> closed-form HMM."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
