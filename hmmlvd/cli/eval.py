@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..data import wikitext2
+from ..data.tokenizers import load_tokenizer
 from ..evaluate import PROTOCOLS, perplexity
 from ..hmm import HMM
 from ..io import read_json
@@ -29,16 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def load_model_tokenizer(directory: Path):
-    """The word vocabulary, or any tokenizer that ``hmmlvd.data.tokenizers.load_tokenizer`` reads."""
-    from ..data.tokenizers import load_tokenizer
-
-    return load_tokenizer(directory)
-
-
 def run(args) -> int:
     hmm = HMM.from_pretrained(args.model, device=args.device)
-    tokenizer = load_model_tokenizer(args.model)
+    tokenizer = load_tokenizer(args.model)  # the word vocabulary or a sub-word tokenizer
     if tokenizer.vocab_size != hmm.vocab_size:
         raise ValueError(f"{args.model}: the tokenizer has {tokenizer.vocab_size} tokens but the HMM "
                          f"{hmm.vocab_size}; the folder mixes two models")
