@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[2048, 256],
                         help="32-token training windows, one value per --states entry (pomegranate holds "
                              "[windows, 31, h, h] floats at once, so large h needs fewer windows)")
-    parser.add_argument("--batch", type=int, default=1024, help="windows per hmmlvd forward-backward batch")
+    parser.add_argument("--batch", type=int, default=2048, help="windows per hmmlvd forward-backward batch")
     parser.add_argument("--timeout", type=float, default=300,
                         help="seconds after which a library's iteration is stopped and reported as inf")
     parser.add_argument("--single", choices=list(RUNNERS), help=argparse.SUPPRESS)
