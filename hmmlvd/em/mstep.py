@@ -35,11 +35,14 @@ def m_step(
     pseudocount: float = 0.0,
     step_size: float = 1.0,
     dim: int = -1,
+    overwrite_counts: bool = False,
 ) -> Tensor:
     """Return ``(1 - η)·θ + η·normalize(counts + pseudocount / n_children)``.
 
     ``η = step_size``; ``η = 1`` is full-batch EM (or the closed-form fit from
     complete data). Distributions whose counts total zero keep their old values.
+    ``overwrite_counts=True`` computes in the memory of ``counts`` (no full-size
+    temporaries; the counts are consumed), which matters for the [T, V, h] emissions.
     """
     if parameters.shape != counts.shape:
         raise ValueError(
@@ -50,12 +53,19 @@ def m_step(
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
     if pseudocount < 0:
         raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
-    counts = counts.to(dtype=parameters.dtype, device=parameters.device)
-    target = normalize(counts, dim=dim, pseudocount=pseudocount)
-    target = torch.where(torch.isnan(target), parameters, target)
-    if step_size == 1.0:
-        return target
-    return torch.lerp(parameters, target, step_size)
+    target = counts.to(dtype=parameters.dtype, device=parameters.device)
+    if not overwrite_counts and target is counts:
+        target = target.clone()
+    totals = target.sum(dim=dim, keepdim=True).add_(pseudocount)
+    if pseudocount > 0:
+        target.add_(pseudocount / target.shape[dim])
+    empty = totals == 0
+    target.div_(totals.masked_fill_(empty, 1.0))
+    if bool(empty.any()):
+        torch.where(empty, parameters, target, out=target)
+    if step_size < 1.0:
+        torch.lerp(parameters, target, step_size, out=target)
+    return target
 
 
 def apply_m_step(
@@ -64,13 +74,14 @@ def apply_m_step(
     *,
     pseudocount: float = 0.0,
     step_size: float = 1.0,
+    overwrite_counts: bool = False,
 ) -> dict[str, Tensor]:
     """Run :func:`m_step` on every named group; returns the new parameter tensors."""
     missing = set(groups) - set(counts)
     if missing:
         raise ValueError(f"no counts for parameter groups {sorted(missing)}")
     return {
-        name: m_step(group.values, counts[name], pseudocount=pseudocount,
-                     step_size=step_size, dim=group.dim)
+        name: m_step(group.values, counts[name], pseudocount=pseudocount, step_size=step_size,
+                     dim=group.dim, overwrite_counts=overwrite_counts)
         for name, group in groups.items()
     }

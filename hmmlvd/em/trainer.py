@@ -150,15 +150,13 @@ def fit(
                 "run": run_signature}
         save_tensors(checkpoint, tensors, meta)
 
-    counts = model.zero_counts()
     total_updates = schedule.num_epochs * steps_per_epoch
     bar = tqdm(total=total_updates, initial=start_epoch * steps_per_epoch + start_step,
                desc="EM", unit="update", disable=not progress or rank != 0)
     for epoch in range(start_epoch, schedule.num_epochs):
         order = None if full_batch else epoch_order(len(data), seed, epoch)
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
-            for tensor in counts.values():
-                tensor.zero_()
+            counts = model.zero_counts()      # the last M-step consumed the previous buffers
             if full_batch:
                 chunks = [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
             else:
@@ -173,8 +171,8 @@ def fit(
             running[0] += batch_stats[0].item()
             running[1] += int(batch_stats[1].item())
             step_size = schedule(epoch, step, steps_per_epoch)
-            model.set_parameters(apply_m_step(model.parameter_groups(), counts,
-                                              pseudocount=pseudocount, step_size=step_size))
+            model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount,
+                                              step_size=step_size, overwrite_counts=True))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, ll=f"{running[0] / max(running[1], 1):.3f}", eta=f"{step_size:.3g}")
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:

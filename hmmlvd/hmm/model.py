@@ -61,7 +61,8 @@ class HMM:
         config = HMMConfig(num_states, vocab_size, seq_len or tokens.shape[1], homogeneous)
         model = cls.uniform(config, device=tokens.device, dtype=dtype)
         counts = complete_data_counts(model, tokens, states)
-        model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount, step_size=1.0))
+        model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount, step_size=1.0,
+                                          overwrite_counts=True))
         return model
 
     # ----------------------------------------------------------------- accessors

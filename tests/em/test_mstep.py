@@ -63,3 +63,17 @@ def test_schedules():
 def test_schedules_validate(build):
     with pytest.raises(ValueError):
         build()
+
+
+def test_overwriting_counts_gives_the_same_update_and_leaves_parameters_alone():
+    generator = torch.Generator().manual_seed(0)
+    params = torch.rand(3, 5, 4, generator=generator)
+    params /= params.sum(1, keepdim=True)
+    counts = torch.rand(3, 5, 4, generator=generator)
+    counts[1, :, 2] = 0.0                                   # a distribution without evidence
+    original = params.clone()
+    expected = m_step(params, counts, pseudocount=0.0, step_size=0.3, dim=1)
+    out = m_step(params, counts.clone(), pseudocount=0.0, step_size=0.3, dim=1, overwrite_counts=True)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out[1, :, 2], original[1, :, 2])
+    assert torch.equal(params, original)
