@@ -19,9 +19,9 @@ from ..lvd.recipe import INITS, EMConfig, finetune, initial_hmm
 
 SEQ_LEN = 32
 # quick: the README job (LVD + random, trained and evaluated, <= 15 min on a 2-core CPU);
-# cpu: the h=128/256 comparison of bench/RESULTS-lvd.md; paper: Appendix C's 20 + 5 epochs on
+# cpu: the h=128/256 comparison of bench/RESULTS.md; paper: Appendix C's 20 + 5 epochs on
 # every subsequence, distilled from every window (a GPU budget). EM on overlapping windows
-# (stride 8) beat disjoint chunks by 2x in test perplexity at the same epochs (bench/RESULTS-lvd.md).
+# (stride 8) beat disjoint chunks by 2x in test perplexity at the same epochs (bench/RESULTS.md).
 PRESETS = {
     "quick": {"num_states": 128, "lvd_windows": 512, "train_windows": None, "train_stride": 8, "phase1_epochs": 2,
               "phase2_epochs": 1, "batch_size": 16384, "eval_splits": "valid,test",
