@@ -192,7 +192,7 @@ def _quotient(dfa: DFA, classes: Mapping[int, int]) -> DFA:
         representative.setdefault(classes[state], state)
     order = {cls: index for index, cls in enumerate(representative)}
     defaults, exceptions = [], []
-    for cls, state in representative.items():
+    for state in representative.values():
         defaults.append(order[classes[dfa.default_target(state)]])
         exceptions.append({t: order[classes[q]] for t, q in dfa.exceptions(state).items()})
     accepting = [order[cls] for cls, state in representative.items() if state in dfa.accepting]

@@ -55,7 +55,7 @@ def test_expected_counts_equal_autograd_flows(tiny):
     counts = circuit.expected_counts(data)
     _, reference = naive_counts(circuit, root, data)
     seen = 0
-    for name, group in circuit.parameter_groups().items():
+    for name in circuit.parameter_groups():
         for node in circuit._named_groups[name].nodes:
             rows = circuit._named_groups[name].nodes
             if name.startswith("sum"):
