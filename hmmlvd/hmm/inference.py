@@ -96,4 +96,4 @@ def _add_emission_counts(emission_counts: Tensor, tokens: Tensor, gamma: Tensor)
     observed = tokens >= 0
     if not bool(observed.all()):
         tokens, gamma = tokens[observed], gamma[observed]
-    emission_counts.index_put_((tokens,), gamma, accumulate=True)
+    emission_counts.index_add_(0, tokens, gamma)
