@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data.windows import chunk_windows, windows
+from .data.windows import chunk_windows
+from .hmm import sliding_log_probs
 
 PROTOCOLS = ("chunk", "sliding")
 
@@ -51,14 +52,11 @@ def log_likelihood(hmm, stream: Tensor, protocol: str, batch_size: int = 1024, p
         raise ValueError("stream must be a non-empty 1-D LongTensor of token ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    length = hmm.seq_len
-    if protocol == "chunk" or len(stream) <= length:
-        return _batched_sum(hmm, chunk_windows(stream, length), batch_size, lambda normalizers: normalizers.sum(0),
-                            desc or "chunk perplexity", progress)
-    first = hmm.forward(stream[:length].unsqueeze(0)).log_normalizers.sum().item()
-    later = windows(stream, length, 1)[1:]
-    return first + _batched_sum(hmm, later, batch_size, lambda normalizers: normalizers[-1],
-                                desc or "sliding perplexity", progress)
+    if protocol == "chunk":
+        return _batched_sum(hmm, chunk_windows(stream, hmm.seq_len), batch_size,
+                            lambda normalizers: normalizers.sum(0), desc or "chunk perplexity", progress)
+    with torch.no_grad():
+        return sliding_log_probs(hmm, stream, batch_size, progress, desc or "sliding perplexity").sum().item()
 
 
 def perplexity(hmm, stream: Tensor, protocol: str, split: str = "test", batch_size: int = 1024,

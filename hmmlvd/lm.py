@@ -19,12 +19,11 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .constraints import DFA, all_of, length_between, none_of, sample_constrained
 from .constraints.generation import check_sampling_options, choose_tokens, constraint_log_prob
 from .constraints.inference import filter_step
-from .hmm import HMM
+from .hmm import HMM, sliding_log_probs
 
 
 @dataclass(frozen=True)
@@ -109,26 +108,16 @@ class LanguageModel:
         encoded = [self.encode(text) for text in texts]
         log_probs = [torch.zeros(len(ids), dtype=torch.float64) for ids in encoded]
         window = self.window
-        heads = [ids if window is None else ids[:window] for ids in encoded]
-        for begin in range(0, len(heads), batch_size):
-            chunk = heads[begin:begin + batch_size]
-            values = self.hmm.conditional_log_probs(self._tensor(chunk)).cpu() if any(chunk) else None
-            for offset, ids in enumerate(chunk):
-                if ids:
-                    log_probs[begin + offset][:len(ids)] = values[offset, :len(ids)]
         long_rows = [row for row, ids in enumerate(encoded) if window is not None and len(ids) > window]
-        if long_rows:
-            # Token t >= window is the last position of the window ending at t (one window per token).
-            windows = torch.cat([torch.tensor(encoded[row]).unfold(0, window, 1)[1:] for row in long_rows])
-            starts = tqdm(range(0, len(windows), batch_size), desc="sliding windows", unit="batch",
-                          disable=not progress)
-            last = torch.cat([self.hmm.conditional_log_probs(windows[begin:begin + batch_size].to(self.device))[:, -1]
-                              for begin in starts]).cpu()
-            offset = 0
-            for row in long_rows:
-                count = len(encoded[row]) - window
-                log_probs[row][window:] = last[offset:offset + count]
-                offset += count
+        short = [row for row, ids in enumerate(encoded) if ids and (window is None or len(ids) <= window)]
+        for begin in range(0, len(short), batch_size):
+            rows = short[begin:begin + batch_size]
+            values = self.hmm.conditional_log_probs(self._tensor([encoded[r] for r in rows])).cpu()
+            for offset, row in enumerate(rows):
+                log_probs[row] = values[offset, :len(encoded[row])]
+        for row in long_rows:
+            stream = torch.tensor(encoded[row], dtype=torch.long, device=self.device)
+            log_probs[row] = sliding_log_probs(self.hmm, stream, batch_size, progress).cpu()
         return [TextScore(text, ids, values.tolist()) for text, ids, values in zip(texts, encoded, log_probs)]
 
     def perplexity(self, texts: str | Sequence[str], batch_size: int = 256, progress: bool = False) -> float:
