@@ -53,8 +53,10 @@ def train(name: str, args) -> dict:
                             params={k: g.values.clone() for k, g in circuit.parameter_groups().items()})
         return callback
 
-    mini_then_full_batch_em(circuit, data["train"], args, valid=data["valid"], on_epoch_end=keep_best,
-                            seed=args.seed)
+    train = data["train"]
+    if args.soften > 0:
+        train = pc.soften(train, args.soften, marginals=pc.empirical_marginals(train))
+    mini_then_full_batch_em(circuit, train, args, valid=data["valid"], on_epoch_end=keep_best, seed=args.seed)
     seconds = time.perf_counter() - start
     circuit.set_parameters(best["params"])
     test = em.mean_log_likelihood(circuit, data["test"], 4096, circuit.device)
@@ -68,12 +70,15 @@ def main() -> None:
     parser.add_argument("--root", default=None, help="DEBD folder (default $HMMLVD_DEBD or /work/shared/data/debd)")
     parser.add_argument("--num-latents", type=int, default=32)
     parser.add_argument("--num-trees", type=int, default=1, help="mixture of HCLTs on bootstrap resamples")
+    parser.add_argument("--soften", type=float, default=0.0,
+                        help="data softening strength: EM on soft evidence that moves this much weight from each "
+                             "observed value to the training marginal (0 = hard data)")
     add_em_arguments(parser, minibatch_epochs=20, fullbatch_epochs=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reference = published_figures(debd_dir(args.root) / "README.md")
-    print(f"HCLT k={args.num_latents}, {args.num_trees} tree(s): {describe_em(args)}")
+    print(f"HCLT k={args.num_latents}, {args.num_trees} tree(s), softening {args.soften}: {describe_em(args)}")
     header = (f"{'dataset':<9} {'test LL':>8} {'HCLT pub':>8} {'diff':>6} {'EiNet':>7} {'ours s':>7} "
               f"{'EiNet s':>7} {'speedup':>7} {'best epoch':>15} {'params':>8}")
     print(header)

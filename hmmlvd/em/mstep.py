@@ -15,6 +15,18 @@ class ParameterGroup:
     dim: int
 
 
+@dataclass(frozen=True)
+class GaussianGroup:
+    """Univariate Gaussians: ``values[..., 0]`` are means and ``values[..., 1]`` standard deviations.
+
+    Their counts are the weighted sufficient statistics ``[..., 3]`` = (Σw, Σw·x, Σw·x²); the
+    M-step floors each standard deviation at ``min_std`` (a float or a tensor over ``values[..., 0]``).
+    """
+
+    values: Tensor
+    min_std: float | Tensor
+
+
 def normalize(counts: Tensor, dim: int = -1, pseudocount: float = 0.0) -> Tensor:
     """``(counts + pseudocount / n) / sum`` along ``dim``, where ``n = counts.shape[dim]``.
 
@@ -68,20 +80,51 @@ def m_step(
     return target
 
 
+def gaussian_m_step(parameters: Tensor, counts: Tensor, *, min_std: float | Tensor, step_size: float = 1.0) -> Tensor:
+    """Maximum-likelihood Gaussians from ``counts`` (Σw, Σw·x, Σw·x²), blended with the old ones.
+
+    Mini-batch steps interpolate the moments ``E[x]`` and ``E[x²]`` with weight ``η = step_size``,
+    which keeps every variance non-negative; Gaussians without any weight keep their values.
+    """
+    if counts.shape != (*parameters.shape[:-1], 3) or parameters.shape[-1] != 2:
+        raise ValueError(f"Gaussian counts must have shape {(*parameters.shape[:-1], 3)} for parameters of "
+                         f"shape {tuple(parameters.shape)} (mean, std); got {tuple(counts.shape)}")
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
+    counts = counts.to(dtype=parameters.dtype, device=parameters.device)
+    weight = counts[..., 0]
+    seen = weight > 0
+    safe = torch.where(seen, weight, torch.ones_like(weight))
+    old_mean, old_std = parameters[..., 0], parameters[..., 1]
+    mean = torch.where(seen, counts[..., 1] / safe, old_mean)
+    second = torch.where(seen, counts[..., 2] / safe, old_std ** 2 + old_mean ** 2)
+    if step_size < 1.0:
+        mean, second = (torch.lerp(old_mean, mean, step_size),
+                        torch.lerp(old_std ** 2 + old_mean ** 2, second, step_size))
+    floor = torch.as_tensor(min_std, dtype=parameters.dtype, device=parameters.device)
+    std = (second - mean ** 2).clamp_min(0).sqrt().maximum(floor)
+    return torch.stack([mean, std], dim=-1)
+
+
 def apply_m_step(
-    groups: dict[str, ParameterGroup],
+    groups: dict[str, ParameterGroup | GaussianGroup],
     counts: dict[str, Tensor],
     *,
     pseudocount: float = 0.0,
     step_size: float = 1.0,
     overwrite_counts: bool = False,
 ) -> dict[str, Tensor]:
-    """Run :func:`m_step` on every named group; returns the new parameter tensors."""
+    """Run :func:`m_step` (or :func:`gaussian_m_step`) on every named group; returns the new parameter tensors.
+
+    ``pseudocount`` smooths the categorical groups only.
+    """
     missing = set(groups) - set(counts)
     if missing:
         raise ValueError(f"no counts for parameter groups {sorted(missing)}")
     return {
-        name: m_step(group.values, counts[name], pseudocount=pseudocount, step_size=step_size,
-                     dim=group.dim, overwrite_counts=overwrite_counts)
+        name: gaussian_m_step(group.values, counts[name], min_std=group.min_std, step_size=step_size)
+        if isinstance(group, GaussianGroup) else
+        m_step(group.values, counts[name], pseudocount=pseudocount, step_size=step_size,
+               dim=group.dim, overwrite_counts=overwrite_counts)
         for name, group in groups.items()
     }

@@ -13,15 +13,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..io import load_tensors, save_tensors
-from .mstep import ParameterGroup, apply_m_step
+from .mstep import GaussianGroup, ParameterGroup, apply_m_step
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 class EMModel(Protocol):
-    """What :func:`fit` needs from a model: its categorical groups and expected counts."""
+    """What :func:`fit` needs from a model: its parameter groups and expected counts."""
 
-    def parameter_groups(self) -> dict[str, ParameterGroup]: ...
+    def parameter_groups(self) -> dict[str, ParameterGroup | GaussianGroup]: ...
 
     def set_parameters(self, values: dict[str, Tensor]) -> None: ...
 

@@ -5,14 +5,18 @@
     circuit = pc.Circuit(root)                                  # layered tensors, log-space forward
     em.fit(circuit, train, em.LinearAnneal(0.5, 0.05, 10), batch_size=256)
     circuit.log_likelihood(test)                                # -1 entries are marginalised
+    em.fit(circuit, pc.soften(train, 0.001), ...)               # data softening: EM on soft evidence
     pc.sample(circuit, 16); pc.conditional_marginals(circuit, evidence)
 """
 from . import structures
 from .circuit import Circuit, ForwardPass
 from .materialize import MaterializedCircuit, materialize
-from .nodes import InputNodes, Node, ProductNodes, SumNodes, inputs, multiply, outer_edges, summation, topological_order
+from .evidence import Evidence, empirical_marginals, soften
+from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes, gaussian_inputs,
+                    inputs, multiply, outer_edges, summation, topological_order)
 from .queries import conditional_marginals, max_product_assignment, sample
 
-__all__ = ["Circuit", "ForwardPass", "InputNodes", "MaterializedCircuit", "Node", "ProductNodes", "SumNodes",
-           "conditional_marginals", "inputs", "materialize", "max_product_assignment", "multiply", "outer_edges",
-           "sample", "structures", "summation", "topological_order"]
+__all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "GaussianInputNodes", "InputNodes",
+           "MaterializedCircuit", "Node", "ProductNodes", "SumNodes", "conditional_marginals", "empirical_marginals",
+           "gaussian_inputs", "inputs", "materialize", "max_product_assignment", "multiply", "outer_edges", "sample",
+           "soften", "structures", "summation", "topological_order"]

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..em import ParameterGroup
+from ..em import GaussianGroup, ParameterGroup
+from .evidence import Evidence, parse_evidence
 from .layers import InputGroup, ProductLayer, SumGroup, plan_layers
-from .nodes import Node
+from .nodes import CategoricalInputNodes, Node
 from .serialize import load_nodes, save_nodes
 
 
@@ -17,8 +18,8 @@ class ForwardPass:
     """Log values of every unit ``[num_rows, B]`` plus what the backward pass reuses."""
 
     values: Tensor
-    inputs: Tensor                      # [B, num_variables] the evidence
-    input_states: dict[int, tuple[Tensor, Tensor]]   # id(input group) -> (clamped states [N,B], observed [N,B])
+    inputs: Evidence
+    input_cache: dict[int, tuple]       # id(input group) -> what its add_counts needs
     sum_cache: dict[int, tuple[Tensor, Tensor]]   # id(group) -> (shifted child probs [n,C,B], sums [n,U,B])
 
 
@@ -32,14 +33,16 @@ class Circuit:
 
     ``Circuit(root)`` plans the layers; parameters missing on nodes are drawn at random from
     ``seed``. ``log_likelihood(x)`` takes a LongTensor ``[B, num_variables]`` with ``-1`` for
-    missing values (marginalised). The EM methods make ``hmmlvd.em.fit(circuit, data, schedule)``
+    missing values (marginalised), a float tensor with NaN for missing values when the circuit has
+    Gaussian inputs, or soft evidence ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM methods make ``hmmlvd.em.fit(circuit, data, schedule)``
     train it; ``update_nodes()`` writes the trained parameters back into the node objects.
     """
 
     def __init__(self, root: Node, *, seed: int = 0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu"):
         if not isinstance(root, Node):
-            raise ValueError(f"root must be a node built by hmmlvd.pc (inputs/multiply/summation), got {root!r}")
+            raise ValueError(f"root must be a node built by hmmlvd.pc (inputs/gaussian_inputs/multiply/summation), "
+                             f"got {root!r}")
         if root.num_units != 1:
             raise ValueError(f"the root must have exactly one unit, got {root!r}; "
                              "add summation(root, 1) on top")
@@ -50,16 +53,23 @@ class Circuit:
             root, seed=seed, dtype=dtype, device=self.device)
         self.root_row = self.node_rows[root.node_id]
         self.num_variables = max(root.scope) + 1
-        categories = torch.zeros(self.num_variables, dtype=torch.long)
+        categories = torch.zeros(self.num_variables, dtype=torch.long)       # 0: Gaussian or outside the scope
+        gaussian = torch.zeros(self.num_variables, dtype=torch.bool)
+        kinds: dict[int, str] = {}
         for group in self.input_groups:
             for node in group.nodes:
-                if categories[node.variable] not in (0, node.num_categories):
-                    raise ValueError(f"variable {node.variable} has input units with {int(categories[node.variable])} "
-                                     f"and {node.num_categories} categories ({node!r}); use one category count per variable")
-                categories[node.variable] = node.num_categories
+                categorical = isinstance(node, CategoricalInputNodes)
+                kind = f"{node.num_categories}-category" if categorical else "Gaussian"
+                if kinds.setdefault(node.variable, kind) != kind:
+                    raise ValueError(f"variable {node.variable} has {kinds[node.variable]} input units and also "
+                                     f"{kind} ones ({node!r}); use one kind of input (and one category count) "
+                                     "per variable")
+                if categorical:
+                    categories[node.variable] = node.num_categories
+                else:
+                    gaussian[node.variable] = True
         self.num_categories = categories.to(self.device)
-        unused = torch.iinfo(torch.long).max                          # variables outside the scope take any value
-        self._category_limits = torch.where(categories > 0, categories, unused).to(self.device)
+        self.gaussian_variables = gaussian.to(self.device)
         self._named_groups: dict[str, InputGroup | SumGroup] = {}
         for index, group in enumerate(self.input_groups):
             if not group.fixed:
@@ -70,34 +80,18 @@ class Circuit:
                     self._named_groups[f"sum{depth}_{index}"] = group
 
     # ------------------------------------------------------------------ inference
-    def check_inputs(self, x: Tensor) -> Tensor:
-        """Validate a batch ``[B, num_variables]`` of category ids (``-1`` = missing)."""
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.num_variables:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"expected a LongTensor [batch, {self.num_variables}] of category ids, got {shape}")
-        if x.dtype.is_floating_point or x.dtype == torch.bool:
-            raise ValueError(f"inputs must be integer category ids (LongTensor), got dtype {x.dtype}")
-        x = x.to(device=self.device, dtype=torch.long)
-        if len(x) and ((x < -1).any() or (x >= self._category_limits).any()):
-            raise ValueError("inputs must lie in [0, num_categories) per variable, or be -1 for missing; "
-                             f"per-variable category counts are {self.num_categories.tolist()[:16]}...")
-        return x
+    def check_inputs(self, x: Tensor) -> Evidence:
+        """Validate a batch of evidence (see :mod:`hmmlvd.pc.evidence` for the accepted forms)."""
+        return parse_evidence(x, self.num_categories, self.gaussian_variables, dtype=self.dtype)
 
     def forward(self, x: Tensor) -> ForwardPass:
         """Log value of every unit for the batch ``x`` (validated)."""
-        x = self.check_inputs(x)
-        values = torch.empty(self.num_rows, len(x), dtype=self.dtype, device=self.device)
+        evidence = self.check_inputs(x)
+        values = torch.empty(self.num_rows, len(evidence), dtype=self.dtype, device=self.device)
         values[0] = 0.0                                                # every other row is written below
-        by_variable = x.T.contiguous()
-        input_states = {}
+        input_cache = {}
         for group in self.input_groups:
-            states = by_variable.index_select(0, group.variables)          # [N, B]
-            observed = states >= 0
-            states = states.clamp_min_(0)
-            input_states[id(group)] = (states, observed)
-            log_params = group.params.clamp_min(torch.finfo(self.dtype).tiny).log()
-            logs = torch.gather(log_params, 1, states)
-            values[group.start:group.start + len(group.variables)] = logs.masked_fill_(~observed, 0.0)
+            values[group.start:group.start + len(group)], input_cache[id(group)] = group.log_values(evidence)
         cache: dict[int, tuple[Tensor, Tensor]] = {}
         for layer in self.layers:
             if isinstance(layer, ProductLayer):
@@ -112,7 +106,7 @@ class Circuit:
                 cache[id(group)] = (probs, sums)
                 rows = sums.shape[0] * sums.shape[1]
                 values[group.start:group.start + rows] = (sums.log() + shift).reshape(rows, -1)
-        return ForwardPass(values, x, input_states, cache)
+        return ForwardPass(values, evidence, input_cache, cache)
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """``log p(x)`` per example ``[B]`` (missing entries marginalised)."""
@@ -146,20 +140,16 @@ class Circuit:
                                  accumulate=True)
         if counts is not None:
             for name, group in self._named_groups.items():
-                if isinstance(group, InputGroup):
-                    self._add_input_counts(group, forward, flows, counts[name])
+                if not isinstance(group, SumGroup):
+                    group.add_counts(forward.input_cache[id(group)], flows[group.start:group.start + len(group)],
+                                     counts[name])
         return flows
 
-    def _add_input_counts(self, group: InputGroup, forward: ForwardPass, flows: Tensor, counts: Tensor) -> None:
-        """Add the expected counts of one input group into ``counts``; missing values add nothing (as in the HMM)."""
-        states, observed = forward.input_states[id(group)]
-        unit_flows = flows[group.start:group.start + len(group.variables)]
-        counts.scatter_add_(1, states, (unit_flows * observed).to(counts.dtype))
-
     # ------------------------------------------------------------------ EMModel protocol
-    def parameter_groups(self) -> dict[str, ParameterGroup]:
-        """Trainable categorical groups: sum weights ``[n, U, C]`` (dim 2), inputs ``[N, K]`` (dim 1)."""
-        return {name: ParameterGroup(group.params, group.params.dim() - 1)
+    def parameter_groups(self) -> dict[str, ParameterGroup | GaussianGroup]:
+        """Trainable groups: sum weights ``[n, U, C]`` (dim 2), categorical inputs ``[N, K]`` (dim 1) and
+        Gaussian inputs ``[N, 2]``."""
+        return {name: ParameterGroup(group.params, 2) if isinstance(group, SumGroup) else group.parameter_group()
                 for name, group in self._named_groups.items()}
 
     def set_parameters(self, values: dict[str, Tensor]) -> None:
@@ -172,7 +162,8 @@ class Circuit:
             group.params = tensor.to(device=self.device, dtype=self.dtype)
 
     def zero_counts(self) -> dict[str, Tensor]:
-        return {name: torch.zeros_like(group.params) for name, group in self._named_groups.items()}
+        return {name: torch.zeros_like(group.params) if isinstance(group, SumGroup) else group.zero_counts()
+                for name, group in self._named_groups.items()}
 
     def accumulate_counts(self, batch: Tensor, counts: dict[str, Tensor]) -> Tensor:
         """Add the expected counts of ``batch`` into ``counts``; returns ``log p(x)`` per example."""

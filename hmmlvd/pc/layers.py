@@ -12,18 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .nodes import InputNodes, Node, ProductNodes, SumNodes, topological_order
+from .input_layers import CategoricalInputGroup, GaussianInputGroup
+from .nodes import CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes, topological_order
 
-
-@dataclass
-class InputGroup:
-    """Input units with the same number of categories, rows ``start : start + len(variables)``."""
-
-    start: int
-    variables: Tensor        # [N] variable of each unit
-    params: Tensor           # [N, K]
-    fixed: bool
-    nodes: list[InputNodes]
+InputGroup = CategoricalInputGroup | GaussianInputGroup
 
 
 @dataclass
@@ -56,7 +48,12 @@ def _depths(order: list[Node]) -> dict[int, int]:
     return depth
 
 
-def _random_distributions(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+def _random_parameters(node: Node, generator: torch.Generator) -> Tensor:
+    """Random categorical rows, or for Gaussian units means from N(0, 1) and unit standard deviations."""
+    shape = tuple(node.params_shape())
+    if isinstance(node, GaussianInputNodes):
+        return torch.stack([torch.randn(shape[0], generator=generator, dtype=torch.float64),
+                            torch.ones(shape[0], dtype=torch.float64)], dim=1)
     values = torch.rand(shape, generator=generator, dtype=torch.float64) + 0.05
     return values / values.sum(-1, keepdim=True)
 
@@ -82,21 +79,26 @@ def plan_layers(root: Node, *, seed: int, dtype: torch.dtype, device: torch.devi
 
     def params_of(node) -> Tensor:
         if node.params is None:
-            node.params = _random_distributions(tuple(node.params_shape()), generator)
+            node.params = _random_parameters(node, generator)
         return node.params.to(device=device, dtype=dtype)
 
     input_groups: list[InputGroup] = []
     by_kind: dict[tuple[int, bool], list[InputNodes]] = {}
     for node in order:
         if isinstance(node, InputNodes):
-            by_kind.setdefault((node.num_categories, node.fixed), []).append(node)
-    for (_, fixed), nodes in sorted(by_kind.items()):
+            categories = node.num_categories if isinstance(node, CategoricalInputNodes) else 0   # 0 = Gaussian
+            by_kind.setdefault((categories, node.fixed), []).append(node)
+    for (categories, fixed), nodes in sorted(by_kind.items()):
         start = next_row
         for node in nodes:
             place(node)
-        variables = torch.cat([torch.full((n.num_units,), n.variable, dtype=torch.long) for n in nodes])
-        input_groups.append(InputGroup(start, variables.to(device), torch.cat([params_of(n) for n in nodes]),
-                                       fixed, nodes))
+        variables = torch.cat([torch.full((n.num_units,), n.variable, dtype=torch.long) for n in nodes]).to(device)
+        params = torch.cat([params_of(n) for n in nodes])
+        if categories:
+            input_groups.append(CategoricalInputGroup(start, variables, params, fixed, nodes))
+        else:
+            min_std = torch.cat([torch.full((n.num_units,), n.min_std) for n in nodes]).to(device=device, dtype=dtype)
+            input_groups.append(GaussianInputGroup(start, variables, params, min_std, fixed, nodes))
 
     layers: list = []
     levels: dict[int, list[Node]] = {}

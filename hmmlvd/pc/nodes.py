@@ -3,6 +3,7 @@
 A circuit is a DAG of three node kinds, each holding ``num_units`` units at once:
 
 * :func:`inputs` – categorical input units over one variable (Bernoulli = 2 categories);
+* :func:`gaussian_inputs` – univariate Gaussian input units over one real-valued variable;
 * :func:`multiply` – product units; unit ``u`` multiplies unit ``edges[u, i]`` of child ``i``;
 * :func:`summation` – sum units fully connected to the concatenated units of their children,
   with weights ``[num_units, total child units]`` whose rows sum to 1.
@@ -41,7 +42,18 @@ class Node:
 
 
 class InputNodes(Node):
-    """Categorical input units over ``variable``: ``params[u, c] = p(x = c | unit u)``.
+    """Base class of input units over one ``variable`` (no children)."""
+
+    def __init__(self, variable: int, num_units: int, *, fixed: bool, name: str | None):
+        if isinstance(variable, bool) or not isinstance(variable, int) or variable < 0:
+            raise ValueError(f"variable must be a non-negative integer id, got {variable!r}")
+        super().__init__(num_units, frozenset([variable]), (), name)
+        self.variable = variable
+        self.fixed = fixed
+
+
+class CategoricalInputNodes(InputNodes):
+    """Categorical input units: ``params[u, c] = p(x = c | unit u)``.
 
     ``fixed=True`` keeps the parameters out of EM (used for the indicator units of
     latent materialisation).
@@ -51,18 +63,31 @@ class InputNodes(Node):
 
     def __init__(self, variable: int, num_units: int, num_categories: int, params: Tensor | None = None,
                  *, fixed: bool = False, name: str | None = None):
-        if isinstance(variable, bool) or not isinstance(variable, int) or variable < 0:
-            raise ValueError(f"variable must be a non-negative integer id, got {variable!r}")
         if isinstance(num_categories, bool) or not isinstance(num_categories, int) or num_categories < 1:
             raise ValueError(f"num_categories must be a positive integer, got {num_categories!r}")
-        super().__init__(num_units, frozenset([variable]), (), name)
-        self.variable = variable
+        super().__init__(variable, num_units, fixed=fixed, name=name)
         self.num_categories = num_categories
-        self.fixed = fixed
         self.params = _check_distributions(params, self.params_shape(), self.name)
 
     def params_shape(self) -> tuple[int, int]:
         return (self.num_units, self.num_categories)
+
+
+class GaussianInputNodes(InputNodes):
+    """Univariate Gaussian input units: ``params[u] = (mean, std)``; EM keeps ``std >= min_std``."""
+
+    kind = "gaussian"
+
+    def __init__(self, variable: int, num_units: int, params: Tensor | None = None, *, min_std: float = 1e-3,
+                 fixed: bool = False, name: str | None = None):
+        if not isinstance(min_std, (int, float)) or isinstance(min_std, bool) or not min_std > 0:
+            raise ValueError(f"min_std must be a positive number, got {min_std!r}")
+        super().__init__(variable, num_units, fixed=fixed, name=name)
+        self.min_std = float(min_std)
+        self.params = _check_gaussians(params, self.params_shape(), self.name)
+
+    def params_shape(self) -> tuple[int, int]:
+        return (self.num_units, 2)
 
 
 class ProductNodes(Node):
@@ -121,6 +146,17 @@ def _check_distributions(params: Tensor | None, shape: tuple[int, int], label: s
     return params.detach().clone()
 
 
+def _check_gaussians(params: Tensor | None, shape: tuple[int, int], label: str) -> Tensor | None:
+    if params is None:
+        return None
+    params = torch.as_tensor(params)
+    if tuple(params.shape) != shape:
+        raise ValueError(f"{label}: params must have shape {shape} (mean, std per unit), got {tuple(params.shape)}")
+    if not torch.isfinite(params).all() or (params[:, 1] <= 0).any():
+        raise ValueError(f"{label}: Gaussian params must be finite with positive standard deviations (column 1)")
+    return params.detach().clone()
+
+
 def _check_children(children: tuple, what: str) -> tuple[Node, ...]:
     if len(children) == 1 and isinstance(children[0], (list, tuple)):
         children = tuple(children[0])
@@ -128,14 +164,24 @@ def _check_children(children: tuple, what: str) -> tuple[Node, ...]:
         raise ValueError(f"{what} needs at least one child node")
     for child in children:
         if not isinstance(child, Node):
-            raise ValueError(f"{what} children must be nodes built by inputs/multiply/summation, got {child!r}")
+            raise ValueError(f"{what} children must be nodes built by inputs/gaussian_inputs/multiply/summation, "
+                             f"got {child!r}")
     return tuple(children)
 
 
 def inputs(variable: int, num_units: int, num_categories: int = 2, params: Tensor | None = None,
-           *, fixed: bool = False, name: str | None = None) -> InputNodes:
+           *, fixed: bool = False, name: str | None = None) -> CategoricalInputNodes:
     """``num_units`` categorical input units over ``variable`` (``params``: [num_units, num_categories])."""
-    return InputNodes(variable, num_units, num_categories, params, fixed=fixed, name=name)
+    return CategoricalInputNodes(variable, num_units, num_categories, params, fixed=fixed, name=name)
+
+
+def gaussian_inputs(variable: int, num_units: int, params: Tensor | None = None, *, min_std: float = 1e-3,
+                    fixed: bool = False, name: str | None = None) -> GaussianInputNodes:
+    """``num_units`` Gaussian input units over the real-valued ``variable`` (``params``: [num_units, 2] = mean, std).
+
+    Without ``params`` the compiled circuit draws means from N(0, 1) and sets every std to 1.
+    """
+    return GaussianInputNodes(variable, num_units, params, min_std=min_std, fixed=fixed, name=name)
 
 
 def multiply(*children: Node, edges: Tensor | None = None, name: str | None = None) -> ProductNodes:

@@ -5,6 +5,8 @@ import torch
 from torch import Tensor
 
 from .circuit import Circuit, _gather
+from .evidence import Evidence
+from .input_layers import choose
 from .layers import ProductLayer
 
 
@@ -13,11 +15,16 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
 
     ``evidence`` is ``[B, num_variables]`` with ``-1`` for unobserved variables; observed variables get
     a one-hot row (variables outside the circuit's scope get zeros). Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
+    Circuits with Gaussian inputs are not supported (use :func:`sample` with ``evidence=``).
     """
+    if bool(circuit.gaussian_variables.any()):
+        raise ValueError("conditional_marginals covers categorical variables only and this circuit has Gaussian "
+                         "inputs; draw from p(missing | evidence) with pc.sample(circuit, evidence=...) instead")
     with torch.no_grad():
         forward = circuit.forward(evidence)
+        forward.inputs.require_hard("conditional_marginals")
         flows = circuit.backward(forward)
-        x = forward.inputs
+        x = forward.inputs.ids
         batch, num_vars = x.shape
         width = int(circuit.num_categories.max())
         result = torch.zeros(batch * num_vars, width, dtype=circuit.dtype, device=circuit.device)
@@ -35,15 +42,11 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
         return torch.where(observed[..., None], one_hot, result)
 
 
-def _max_product_values(circuit: Circuit, x: Tensor, chunk_units: int = 1 << 22) -> Tensor:
+def _max_product_values(circuit: Circuit, evidence: Evidence, chunk_units: int = 1 << 22) -> Tensor:
     """Forward pass with max instead of sum: the best log score of every unit ``[num_rows, B]``."""
-    values = torch.zeros(circuit.num_rows, len(x), dtype=circuit.dtype, device=circuit.device)
+    values = torch.zeros(circuit.num_rows, len(evidence), dtype=circuit.dtype, device=circuit.device)
     for group in circuit.input_groups:
-        states = x[:, group.variables].T
-        log_params = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()
-        best = log_params.amax(1, keepdim=True).expand_as(states)
-        observed = torch.gather(log_params, 1, states.clamp_min(0))
-        values[group.start:group.start + len(group.variables)] = torch.where(states < 0, best, observed)
+        values[group.start:group.start + len(group)] = group.best_log_values(evidence)
     for layer in circuit.layers:
         if isinstance(layer, ProductLayer):
             values[layer.start:layer.start + len(layer.child_rows)] = _gather(values, layer.child_rows).sum(1)
@@ -59,22 +62,17 @@ def _max_product_values(circuit: Circuit, x: Tensor, chunk_units: int = 1 << 22)
     return values
 
 
-def _top_down(circuit: Circuit, x: Tensor, values: Tensor, generator: torch.Generator | None) -> Tensor:
+def _top_down(circuit: Circuit, evidence: Evidence, values: Tensor, generator: torch.Generator | None) -> Tensor:
     """Walk from the root choosing one child per active sum unit and one value per missing variable.
 
     With a ``generator`` choices are sampled ∝ ``θ · value(child)``; without one they are argmax.
     Every node has at most one active unit per example (decomposability), so each sum group chooses
-    for ``[n, B]`` active units at once.
+    for ``[n, B]`` active units at once. Returns ids (LongTensor), or real values (float) when the
+    circuit has Gaussian inputs.
     """
-    batch = x.shape[0]
+    batch = len(evidence)
     active = torch.zeros(circuit.num_rows, batch, dtype=torch.bool, device=circuit.device)
     active[circuit.root_row] = True
-
-    def choose(logits: Tensor) -> Tensor:
-        if generator is not None:
-            uniform = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).to(logits.device)
-            logits = logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))
-        return logits.argmax(-1)
 
     for layer in reversed(circuit.layers):
         if isinstance(layer, ProductLayer):
@@ -90,36 +88,40 @@ def _top_down(circuit: Circuit, x: Tensor, values: Tensor, generator: torch.Gene
             log_weights = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()
             rows = torch.gather(log_weights, 1, chosen_unit[..., None].expand(n, batch, fan_in))  # [n, B, C]
             child_values = _gather(values, group.child_rows).transpose(1, 2)           # [n, B, C]
-            child = choose(rows + child_values)                                        # [n, B]
+            child = choose(rows + child_values, generator)                             # [n, B]
             child_rows = torch.gather(group.child_rows, 1, child)                      # [n, B]
             is_active = unit_active.any(1)
             columns = torch.arange(batch, device=circuit.device).expand(n, batch)
             active[child_rows[is_active], columns[is_active]] = True
-    result = x.clone()
+    real = evidence.values is not None
+    result = evidence.values.clone() if real else evidence.ids.clone()
     for group in circuit.input_groups:
-        unit_active = active[group.start:group.start + len(group.variables)]
-        unit, example = unit_active.nonzero(as_tuple=True)
+        unit, example = active[group.start:group.start + len(group)].nonzero(as_tuple=True)
         variable = group.variables[unit]
-        missing = result[example, variable] < 0
+        missing = torch.isnan(result[example, variable]) if real else result[example, variable] < 0
         unit, example, variable = unit[missing], example[missing], variable[missing]
-        log_params = group.params[unit].clamp_min(torch.finfo(circuit.dtype).tiny).log()
-        result[example, variable] = choose(log_params)
+        chosen = group.complete(unit, generator)
+        result[example, variable] = chosen.to(result.dtype)
     return result
 
 
 def sample(circuit: Circuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
            generator: torch.Generator | None = None) -> Tensor:
     """Samples ``[N, num_variables]``: unconditional (``num_samples``) or given ``evidence``
-    (``-1`` entries are drawn from ``p(missing | observed)``, observed entries are kept)."""
+    (``-1``/NaN entries are drawn from ``p(missing | observed)``, observed entries are kept).
+    Circuits with Gaussian inputs give float samples."""
     if (num_samples is None) == (evidence is None):
         raise ValueError("pass exactly one of num_samples (unconditional) or evidence= (conditional)")
     if evidence is None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        evidence = torch.full((num_samples, circuit.num_variables), -1, dtype=torch.long)
+        evidence = (torch.full((num_samples, circuit.num_variables), float("nan"), dtype=circuit.dtype)
+                    if bool(circuit.gaussian_variables.any()) else
+                    torch.full((num_samples, circuit.num_variables), -1, dtype=torch.long))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.no_grad():
         forward = circuit.forward(evidence)
+        forward.inputs.require_hard("sample")
         return _top_down(circuit, forward.inputs, forward.values, generator)
 
 
@@ -130,6 +132,7 @@ def max_product_assignment(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, 
     which is the exact MPE for deterministic circuits (and Viterbi for an HMM circuit).
     """
     with torch.no_grad():
-        x = circuit.check_inputs(evidence)
-        values = _max_product_values(circuit, x)
-        return _top_down(circuit, x, values, None), values[circuit.root_row].clone()
+        evidence = circuit.check_inputs(evidence)
+        evidence.require_hard("max_product_assignment")
+        values = _max_product_values(circuit, evidence)
+        return _top_down(circuit, evidence, values, None), values[circuit.root_row].clone()

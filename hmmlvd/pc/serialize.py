@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 from ..io import atomic_write_json, load_tensors, read_json, save_tensors
-from .nodes import InputNodes, Node, SumNodes, inputs, multiply, summation, topological_order
+from .nodes import CategoricalInputNodes, GaussianInputNodes, Node, SumNodes, gaussian_inputs, inputs, multiply, summation
+from .nodes import topological_order
 
 FORMAT = "hmmlvd.pc.circuit"
 VERSION = 1
@@ -18,9 +19,11 @@ def save_nodes(root: Node, directory: str | os.PathLike) -> None:
     records, tensors = [], {}
     for i, node in enumerate(order):
         record = {"kind": node.kind, "name": node.name, "children": [index[c.node_id] for c in node.children]}
-        if isinstance(node, InputNodes):
+        if isinstance(node, CategoricalInputNodes):
             record.update(variable=node.variable, num_units=node.num_units, num_categories=node.num_categories,
                           fixed=node.fixed)
+        elif isinstance(node, GaussianInputNodes):
+            record.update(variable=node.variable, num_units=node.num_units, min_std=node.min_std, fixed=node.fixed)
         elif isinstance(node, SumNodes):
             record.update(num_units=node.num_units)
         else:
@@ -47,8 +50,12 @@ def load_nodes(directory: str | os.PathLike) -> Node:
             if any(c < 0 or c >= i for c in record["children"]):
                 raise IndexError
             params = tensors.get(f"params.{i}")
-            params = None if params is None else params.double() / params.double().sum(-1, keepdim=True)
-            if record["kind"] == "input":
+            if params is not None and record["kind"] != "gaussian":
+                params = params.double() / params.double().sum(-1, keepdim=True)
+            if record["kind"] == "gaussian":
+                node = gaussian_inputs(record["variable"], record["num_units"], params, min_std=record["min_std"],
+                                       fixed=record["fixed"], name=record["name"])
+            elif record["kind"] == "input":
                 node = inputs(record["variable"], record["num_units"], record["num_categories"], params,
                               fixed=record["fixed"], name=record["name"])
             elif record["kind"] == "product":

@@ -2,20 +2,35 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 
-from hmmlvd.pc import InputNodes, ProductNodes, topological_order
+from hmmlvd import pc
+from hmmlvd.pc import CategoricalInputNodes, ProductNodes, topological_order
 
 
-def naive_log_likelihood(root, x_row: list[int], params: dict) -> torch.Tensor:
-    """log p(x) of one example, unit by unit; ``params[node_id]`` are the node's parameter tensors."""
+def naive_log_likelihood(root, x_row: list, params: dict, leaf_offsets: dict | None = None) -> torch.Tensor:
+    """log p(x) of one example, unit by unit; ``params[node_id]`` are the node's parameter tensors.
+
+    Entries of ``x_row`` that are -1 or NaN are missing. ``leaf_offsets[node_id]`` ([num_units]) is added
+    to the log values of those input units (its gradient is their flow).
+    """
     values = {}
     for node in topological_order(root):
-        if isinstance(node, InputNodes):
+        if isinstance(node, pc.InputNodes):
             value = x_row[node.variable]
-            units = [params[node.node_id][u, value].log() if value >= 0 else torch.zeros((), dtype=torch.float64)
-                     for u in range(node.num_units)]
+            missing = math.isnan(value) or value < 0 and isinstance(node, CategoricalInputNodes)
+            if missing:
+                units = [torch.zeros((), dtype=torch.float64)] * node.num_units
+            elif isinstance(node, CategoricalInputNodes):
+                units = [params[node.node_id][u, int(value)].log() for u in range(node.num_units)]
+            else:
+                mean, std = params[node.node_id][:, 0], params[node.node_id][:, 1]
+                units = list(torch.distributions.Normal(mean, std).log_prob(torch.tensor(float(value),
+                                                                                         dtype=torch.float64)))
+            if leaf_offsets is not None and node.node_id in leaf_offsets:
+                units = [unit + leaf_offsets[node.node_id][u] for u, unit in enumerate(units)]
         elif isinstance(node, ProductNodes):
             units = [sum(values[child.node_id][int(node.edges[u, i])] for i, child in enumerate(node.children))
                      for u in range(node.num_units)]
@@ -45,3 +60,13 @@ def naive_counts(circuit, root, data: torch.Tensor) -> tuple[torch.Tensor, dict]
 
 def all_assignments(num_categories: list[int]) -> torch.Tensor:
     return torch.tensor(list(itertools.product(*[range(k) for k in num_categories])), dtype=torch.long)
+
+
+def mixed_circuit():
+    """Shared nodes, a 3-way product, mixed fan-ins and a non-element-wise product."""
+    a = [pc.inputs(v, 3, 3) for v in range(3)]
+    left = pc.summation(pc.multiply(a[0], a[1]), 3)
+    upper = pc.summation([pc.multiply(left, a[2]), pc.multiply(left, pc.inputs(2, 3, 3))], 2)
+    b = [pc.inputs(v, 2, 3) for v in range(3)]
+    flat = pc.multiply(b[0], b[1], b[2], edges=torch.tensor([[0, 1, 0], [1, 0, 1], [1, 1, 1]]))
+    return pc.summation([upper, flat], 1)

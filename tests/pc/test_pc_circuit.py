@@ -4,17 +4,7 @@ import torch
 
 from hmmlvd import em, pc
 from hmmlvd.pc.structures import rat_spn
-from tests.pc.reference import all_assignments, naive_counts
-
-
-def mixed_circuit():
-    """Shared nodes, a 3-way product, mixed fan-ins and a non-element-wise product."""
-    a = [pc.inputs(v, 3, 3) for v in range(3)]
-    left = pc.summation(pc.multiply(a[0], a[1]), 3)
-    upper = pc.summation([pc.multiply(left, a[2]), pc.multiply(left, pc.inputs(2, 3, 3))], 2)
-    b = [pc.inputs(v, 2, 3) for v in range(3)]
-    flat = pc.multiply(b[0], b[1], b[2], edges=torch.tensor([[0, 1, 0], [1, 0, 1], [1, 1, 1]]))
-    return pc.summation([upper, flat], 1)
+from tests.pc.reference import all_assignments, mixed_circuit, naive_counts
 
 
 @pytest.fixture(params=["mixed", "rat"])

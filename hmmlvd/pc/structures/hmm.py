@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..circuit import Circuit
-from ..nodes import InputNodes, Node, SumNodes, inputs, multiply, summation
+from ..nodes import CategoricalInputNodes, Node, SumNodes, inputs, multiply, summation
 
 
 @dataclass
@@ -21,7 +21,7 @@ class HMMCircuit:
     root: Node
     initial: SumNodes
     transitions: list[SumNodes]      # transitions[t]: p(z_{t+1} | z_t)
-    emissions: list[InputNodes]      # emissions[t]: p(x_t | z_t)
+    emissions: list[CategoricalInputNodes]      # emissions[t]: p(x_t | z_t)
 
     def hmm_parameters(self, circuit: Circuit) -> tuple[Tensor, Tensor, Tensor]:
         """``(initial [h], transitions [T-1, h, h], emissions [T, V, h])`` as held by ``circuit``."""
