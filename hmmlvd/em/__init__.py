@@ -4,4 +4,5 @@ from .schedules import Constant, LinearAnneal, TwoPhase
 from .trainer import EMModel, History, epoch_order, fit, mean_log_likelihood, process_group
 
 __all__ = ["GaussianGroup", "ParameterGroup", "apply_m_step", "gaussian_m_step", "m_step", "normalize",
-           "Constant", "LinearAnneal", "TwoPhase", "EMModel", "History", "epoch_order", "fit", "mean_log_likelihood", "process_group"]
+           "Constant", "LinearAnneal", "TwoPhase", "EMModel", "History", "epoch_order", "fit", "mean_log_likelihood",
+           "process_group"]

@@ -12,8 +12,8 @@ from . import structures
 from .circuit import Circuit, ForwardPass
 from .materialize import MaterializedCircuit, materialize
 from .evidence import Evidence, empirical_marginals, soften
-from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes, gaussian_inputs,
-                    inputs, multiply, outer_edges, summation, topological_order)
+from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes,
+                    gaussian_inputs, inputs, multiply, outer_edges, summation, topological_order)
 from .queries import conditional_marginals, max_product_assignment, sample
 
 __all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "GaussianInputNodes", "InputNodes",

@@ -34,8 +34,9 @@ class Circuit:
     ``Circuit(root)`` plans the layers; parameters missing on nodes are drawn at random from
     ``seed``. ``log_likelihood(x)`` takes a LongTensor ``[B, num_variables]`` with ``-1`` for
     missing values (marginalised), a float tensor with NaN for missing values when the circuit has
-    Gaussian inputs, or soft evidence ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM methods make ``hmmlvd.em.fit(circuit, data, schedule)``
-    train it; ``update_nodes()`` writes the trained parameters back into the node objects.
+    Gaussian inputs, or soft evidence ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM
+    methods make ``hmmlvd.em.fit(circuit, data, schedule)`` train it; ``update_nodes()`` writes the
+    trained parameters back into the node objects.
     """
 
     def __init__(self, root: Node, *, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -126,8 +127,7 @@ class Circuit:
             if isinstance(layer, ProductLayer):
                 parents = flows[layer.start:layer.start + len(layer.child_rows)]
                 fan_in = layer.child_rows.shape[1]
-                flows.index_put_((layer.child_rows.reshape(-1),), parents.repeat_interleave(fan_in, dim=0),
-                                 accumulate=True)
+                flows.index_add_(0, layer.child_rows.reshape(-1), parents.repeat_interleave(fan_in, dim=0))
                 continue
             for group in reversed(layer):
                 probs, sums = forward.sum_cache[id(group)]
@@ -136,8 +136,7 @@ class Circuit:
                 if counts is not None:
                     counts[group_names[id(group)]] += group.params * torch.bmm(ratio, probs.transpose(1, 2))
                 child_flows = probs * torch.bmm(group.params.transpose(1, 2), ratio)
-                flows.index_put_((group.child_rows.reshape(-1),), child_flows.reshape(-1, child_flows.shape[-1]),
-                                 accumulate=True)
+                flows.index_add_(0, group.child_rows.reshape(-1), child_flows.reshape(-1, child_flows.shape[-1]))
         if counts is not None:
             for name, group in self._named_groups.items():
                 if not isinstance(group, SumGroup):

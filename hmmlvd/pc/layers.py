@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from .input_layers import CategoricalInputGroup, GaussianInputGroup
-from .nodes import CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes, topological_order
+from .nodes import CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes
+from .nodes import topological_order
 
 InputGroup = CategoricalInputGroup | GaussianInputGroup
 

@@ -14,7 +14,8 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
     """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
 
     ``evidence`` is ``[B, num_variables]`` with ``-1`` for unobserved variables; observed variables get
-    a one-hot row (variables outside the circuit's scope get zeros). Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
+    a one-hot row (variables outside the circuit's scope get zeros). Uses the flows:
+    ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
     Circuits with Gaussian inputs are not supported (use :func:`sample` with ``evidence=``).
     """
     if bool(circuit.gaussian_variables.any()):

@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 from ..io import atomic_write_json, load_tensors, read_json, save_tensors
-from .nodes import CategoricalInputNodes, GaussianInputNodes, Node, SumNodes, gaussian_inputs, inputs, multiply, summation
-from .nodes import topological_order
+from .nodes import CategoricalInputNodes, GaussianInputNodes, Node, SumNodes, gaussian_inputs, inputs, multiply
+from .nodes import summation, topological_order
 
 FORMAT = "hmmlvd.pc.circuit"
 VERSION = 1

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from hmmlvd.em import Constant, LinearAnneal, TwoPhase, m_step, normalize
+from hmmlvd.em import (Constant, GaussianGroup, LinearAnneal, ParameterGroup, TwoPhase, apply_m_step, gaussian_m_step,
+                       m_step, normalize)
 
 
 def test_m_step_full_step_is_smoothed_normalisation():
@@ -77,3 +78,30 @@ def test_overwriting_counts_gives_the_same_update_and_leaves_parameters_alone():
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(out[1, :, 2], original[1, :, 2])
     assert torch.equal(params, original)
+
+
+def test_gaussian_m_step_is_weighted_maximum_likelihood():
+    x = torch.tensor([1.0, 2.0, 4.0])
+    w = torch.tensor([[1.0, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    counts = torch.stack([w.sum(1), (w * x).sum(1), (w * x ** 2).sum(1)], dim=1)
+    params = torch.tensor([[0.0, 1.0], [5.0, 2.0], [0.0, 1.0]])
+    out = gaussian_m_step(params, counts, min_std=0.01)
+    mean = (1 + 2 + 8) / 4
+    std = (((1 - mean) ** 2 + (2 - mean) ** 2 + 2 * (4 - mean) ** 2) / 4) ** 0.5
+    torch.testing.assert_close(out[0], torch.tensor([mean, std]))
+    torch.testing.assert_close(out[1], params[1])                      # no weight: unchanged
+    torch.testing.assert_close(out[2], torch.tensor([1.0, 0.01]))      # one point: std floored
+
+
+def test_gaussian_m_step_interpolates_moments():
+    params = torch.tensor([[0.0, 1.0]])
+    counts = torch.tensor([[2.0, 8.0, 40.0]])                           # mean 4, E[x^2] 20
+    out = gaussian_m_step(params, counts, min_std=1e-3, step_size=0.25)
+    mean, second = 0.25 * 4.0, 0.75 * 1.0 + 0.25 * 20.0
+    torch.testing.assert_close(out, torch.tensor([[mean, (second - mean ** 2) ** 0.5]]))
+    groups = {"g": GaussianGroup(params, 1e-3), "c": ParameterGroup(torch.tensor([0.5, 0.5]), 0)}
+    updated = apply_m_step(groups, {"g": counts, "c": torch.tensor([1.0, 3.0])}, pseudocount=0.0, step_size=0.25)
+    torch.testing.assert_close(updated["g"], out)
+    torch.testing.assert_close(updated["c"], torch.tensor([0.4375, 0.5625]))
+    with pytest.raises(ValueError, match="Gaussian counts"):
+        gaussian_m_step(params, torch.ones(1, 2), min_std=1e-3)
