@@ -1,4 +1,8 @@
-"""Per-position K-means of suffix embeddings: faiss (GPU when present), scikit-learn as a fallback."""
+"""Per-position K-means of suffix embeddings.
+
+Backends, in order of preference: faiss on the GPU; plain torch on a CUDA device (when faiss has no GPU
+support, e.g. ``faiss-cpu`` next to a CUDA torch); faiss on the CPU; scikit-learn as the last fallback.
+"""
 from __future__ import annotations
 
 import time
@@ -14,7 +18,7 @@ from tqdm.auto import tqdm
 @dataclass(frozen=True)
 class KMeansConfig:
     """K-means settings: ``iterations`` Lloyd steps, the best of ``restarts`` seeded runs;
-    ``use_gpu=None`` means "if faiss sees a GPU"."""
+    ``use_gpu=None`` means "on the GPU if there is one", ``False`` forces the CPU."""
 
     num_clusters: int
     iterations: int = 20
@@ -45,8 +49,11 @@ def kmeans(points: Tensor, config: KMeansConfig) -> tuple[Tensor, Tensor]:
     if points.dim() != 2 or len(points) < config.num_clusters:
         raise ValueError(f"K-means with k={config.num_clusters} needs at least k points [n, d], got shape "
                          f"{tuple(points.shape)}; use more windows (--lvd-windows) or fewer states")
-    data = np.ascontiguousarray(points.float().cpu().numpy())
     faiss = _faiss()
+    faiss_gpu = faiss is not None and config.use_gpu is not False and faiss.get_num_gpus() > 0
+    if not faiss_gpu and config.use_gpu is not False and torch.cuda.is_available():
+        return torch_kmeans(points, config, device="cuda")
+    data = np.ascontiguousarray(points.float().cpu().numpy())
     if faiss is None:
         warnings.warn("faiss is not installed; falling back to scikit-learn KMeans (slower). "
                       "pip install faiss-cpu (or faiss-gpu-cu12)", RuntimeWarning, stacklevel=2)
@@ -55,14 +62,65 @@ def kmeans(points: Tensor, config: KMeansConfig) -> tuple[Tensor, Tensor]:
         model = KMeans(config.num_clusters, n_init=config.restarts, max_iter=config.iterations,
                        random_state=config.seed).fit(data)
         return torch.from_numpy(model.labels_.astype(np.int64)), torch.from_numpy(model.cluster_centers_).float()
-    gpu = config.use_gpu if config.use_gpu is not None else faiss.get_num_gpus() > 0
     model = faiss.Kmeans(data.shape[1], config.num_clusters, niter=config.iterations, seed=config.seed,
                          nredo=config.restarts, max_points_per_centroid=max(len(data), 1),
-                         min_points_per_centroid=1,
-                         gpu=bool(gpu), verbose=False)
+                         min_points_per_centroid=1, gpu=faiss_gpu, verbose=False)
     model.train(data)
     _, labels = model.index.search(data, 1)
     return torch.from_numpy(labels[:, 0].astype(np.int64)), torch.from_numpy(model.centroids).float()
+
+
+def torch_kmeans(points: Tensor, config: KMeansConfig, device: str | torch.device = "cpu",
+                 max_block: int = 1 << 26) -> tuple[Tensor, Tensor]:
+    """Lloyd's K-means in plain torch on ``device`` (every point used; the best of ``config.restarts`` runs
+    from k-means++ seeds). Distances are computed in blocks of at most ``max_block`` point-centroid pairs.
+    Returns CPU tensors like :func:`kmeans`."""
+    x = points.to(device=device, dtype=torch.float32)
+    num_points, k = len(x), config.num_clusters
+    rows = max(1, max_block // k)
+    best = None
+    for restart in range(config.restarts):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + restart)
+        centroids = _kmeans_plus_plus(x, k, generator)
+        for _ in range(config.iterations):
+            labels, _ = _nearest(x, centroids, rows)
+            sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+            sizes = torch.bincount(labels, minlength=k)
+            filled = sizes > 0
+            centroids[filled] = sums[filled] / sizes[filled, None].to(x.dtype)
+        labels, distances = _nearest(x, centroids, rows)
+        inertia = distances.double().sum().item()
+        if best is None or inertia < best[0]:
+            best = (inertia, labels, centroids)
+    return best[1].cpu(), best[2].cpu()
+
+
+def _kmeans_plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """k-means++ seeding: each next centroid is a point drawn with probability ∝ squared distance."""
+    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
+    first = int(torch.randint(len(x), (1,), generator=generator))
+    centroids[0] = x[first]
+    distances = ((x - centroids[0]) ** 2).sum(1)
+    for index in range(1, k):
+        cumulative = distances.double().cumsum(0)
+        target = torch.rand((), generator=generator, dtype=torch.float64).item() * cumulative[-1]
+        chosen = torch.searchsorted(cumulative, target.reshape(1), right=True).clamp_max(len(x) - 1)
+        centroids[index] = x[chosen[0]]
+        distances = torch.minimum(distances, ((x - centroids[index]) ** 2).sum(1))
+    return centroids
+
+
+def _nearest(x: Tensor, centroids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """Index of and squared distance to the nearest centroid of every point, ``rows`` points at a time."""
+    centroid_norms = (centroids * centroids).sum(1)
+    labels, distances = [], []
+    for start in range(0, len(x), rows):
+        block = x[start:start + rows]
+        scores = centroid_norms - 2.0 * block @ centroids.T                     # ||c||² − 2 x·c
+        best, index = scores.min(1)
+        labels.append(index)
+        distances.append((best + (block * block).sum(1)).clamp_min(0))
+    return torch.cat(labels), torch.cat(distances)
 
 
 def cluster_positions(embeddings: Tensor, config: KMeansConfig, progress: bool = True) -> tuple[Tensor, float]:

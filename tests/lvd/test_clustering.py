@@ -60,3 +60,24 @@ def test_cluster_positions_runs_one_kmeans_per_position():
     assignments, seconds = cluster_positions(embeddings, KMeansConfig(4, restarts=5), progress=False)
     assert assignments.shape == (200, 2) and seconds >= 0
     assert same_partition(assignments[:, 0], truth) and same_partition(assignments[:, 1], truth.flip(0))
+
+
+def test_torch_kmeans_recovers_blobs_and_matches_faiss_inertia():
+    points, truth = blobs()
+    labels, centroids = clustering.torch_kmeans(points, KMeansConfig(5, seed=1, restarts=5), max_block=64)
+    assert same_partition(labels, truth)
+    for cluster in range(5):
+        torch.testing.assert_close(centroids[cluster], points[labels == cluster].mean(0), atol=1e-4, rtol=0)
+    faiss_labels, faiss_centroids = kmeans(points, KMeansConfig(5, seed=1, restarts=5, use_gpu=False))
+
+    def inertia(assigned, centres):
+        return ((points - centres[assigned]) ** 2).sum().item()
+    assert inertia(labels, centroids) == pytest.approx(inertia(faiss_labels, faiss_centroids), rel=1e-4)
+
+
+def test_cuda_without_faiss_gpu_uses_torch_kmeans(monkeypatch):
+    calls = []
+    monkeypatch.setattr(clustering.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(clustering, "torch_kmeans", lambda points, config, device: calls.append(device) or "torch")
+    assert kmeans(torch.randn(20, 3), KMeansConfig(4)) == "torch" and calls == ["cuda"]
+    assert kmeans(torch.randn(20, 3), KMeansConfig(4, use_gpu=False))[0].shape == (20,)
