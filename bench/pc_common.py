@@ -17,13 +17,14 @@ def add_em_arguments(parser: argparse.ArgumentParser, *, minibatch_epochs: int, 
     parser.add_argument("--step-end", type=float, default=0.05, help="... to this value")
     parser.add_argument("--pseudocount", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core box)")
+    parser.add_argument("--device", default="cpu", help="torch device of the circuit (cpu, cuda)")
     parser.add_argument("--progress", action="store_true")
 
 
 def describe_em(args) -> str:
     return (f"{args.minibatch_epochs} mini-batch epochs (batch {args.batch_size}, η {args.step_start}->"
             f"{args.step_end}) + {args.fullbatch_epochs} full-batch epochs, pseudocount {args.pseudocount}, "
-            f"{args.threads} thread(s)")
+            f"{args.threads} thread(s), device {args.device}")
 
 
 def mini_then_full_batch_em(circuit: pc.Circuit, train: torch.Tensor, args, *, valid: torch.Tensor | None = None,

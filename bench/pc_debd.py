@@ -42,7 +42,7 @@ def train(name: str, args) -> dict:
     data = load_debd(name, args.root)
     start = time.perf_counter()
     circuit = pc.Circuit(hclt(data["train"], args.num_latents, num_trees=args.num_trees, seed=args.seed),
-                         seed=args.seed)
+                         seed=args.seed, device=args.device)
     best = {"valid": -float("inf"), "params": None, "epoch": None}
 
     def keep_best(phase: str):

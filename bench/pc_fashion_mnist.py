@@ -26,10 +26,18 @@ FULL_TRAIN = 60000
 def timed_epoch(circuit: pc.Circuit, data: torch.Tensor, batch_size: int) -> float:
     """Seconds for one forward + backward pass over ``data``."""
     counts = circuit.zero_counts()
+    circuit.accumulate_counts(data[:batch_size], counts)                # warm-up (CUDA kernels, allocator)
+    _synchronize(circuit.device)
     start = time.perf_counter()
     for begin in range(0, len(data), batch_size):
         circuit.accumulate_counts(data[begin:begin + batch_size], counts)
+    _synchronize(circuit.device)
     return time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -49,7 +57,7 @@ def main() -> None:
           f"{'train s':>8} {'test bpd':>9}")
     for num_latents in args.num_latents:
         start = time.perf_counter()
-        circuit = pc.Circuit(hclt(train, num_latents, 256, num_bins=args.mi_bins), seed=0)
+        circuit = pc.Circuit(hclt(train, num_latents, 256, num_bins=args.mi_bins), seed=0, device=args.device)
         build = time.perf_counter() - start
         epoch = timed_epoch(circuit, train, args.batch_size)
         start = time.perf_counter()

@@ -25,7 +25,3 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"hmmlvd {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -51,6 +51,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                            "then the Hugging Face datasets fallback")
     parser.add_argument("--out", type=Path, required=True, help="output folder (model, tokenizer, results.json)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoints")
+    parser.add_argument("--no-checkpoints", action="store_true",
+                        help="skip the per-epoch EM checkpoints (each one writes the whole model; at h >= 1024 "
+                             "that is gigabytes per epoch); --resume then restarts EM from the saved init")
     parser.add_argument("--lvd-windows", type=int, help="training windows to distill from (seeded subsample); "
                                                         "0 = all (a GPU budget)")
     parser.add_argument("--train-windows", type=int, help="training windows for EM (seeded subsample); 0 = all")
@@ -173,7 +176,8 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
               f"{history.train_log_likelihood[-1]:.2f}, valid ll/window {history.valid_log_likelihood[-1]:.2f} "
               f"({epoch_times[-1]:.0f} s with validation)", flush=True)
 
-    history = finetune(hmm, em_windows, em_config, out / "checkpoint", args.resume,
+    checkpoints = None if args.no_checkpoints else out / "checkpoint"
+    history = finetune(hmm, em_windows, em_config, checkpoints, args.resume and checkpoints is not None,
                        valid_windows=valid_windows, progress=progress,
                        on_epoch_end=on_epoch_end)
     report.update(history=history.as_dict(), em_windows=len(em_windows), em_epoch_seconds=epoch_times)

@@ -50,7 +50,7 @@ def test_scikit_learn_fallback_warns_and_clusters(monkeypatch):
     monkeypatch.setattr(clustering, "_faiss", lambda: None)
     points, truth = blobs()
     with pytest.warns(RuntimeWarning, match="faiss is not installed"):
-        labels, _ = kmeans(points, KMeansConfig(5, restarts=5))
+        labels, _ = kmeans(points, KMeansConfig(5, restarts=5, use_gpu=False))
     assert same_partition(labels, truth)
 
 

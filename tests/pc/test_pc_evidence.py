@@ -93,3 +93,13 @@ def test_bad_soft_evidence_is_rejected():
         pc.soften(torch.zeros(2, 2, dtype=torch.long), 1.0)
     with pytest.raises(ValueError, match="category ids"):
         pc.soften(torch.full((2, 2), 2), 0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_soft_evidence_matches_cpu(tiny):
+    root, circuit, soft = tiny
+    gpu = pc.Circuit(root, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close(gpu.log_likelihood(soft).cpu(), circuit.log_likelihood(soft), rtol=1e-10, atol=1e-10)
+    expected = circuit.expected_counts(soft)
+    for name, counts in gpu.expected_counts(soft).items():
+        torch.testing.assert_close(counts.cpu(), expected[name], rtol=1e-9, atol=1e-10)

@@ -149,3 +149,15 @@ def test_bad_gaussian_inputs_raise_clear_errors(tiny):
         pc.conditional_marginals(circuit, data)
     with pytest.raises(ValueError, match="one kind of input"):
         pc.Circuit(pc.summation([pc.gaussian_inputs(0, 2), pc.inputs(0, 2)], 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tiny):
+    root, circuit, data = tiny
+    gpu = pc.Circuit(root, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close(gpu.log_likelihood(data).cpu(), circuit.log_likelihood(data), rtol=1e-10, atol=1e-10)
+    expected = circuit.expected_counts(data)
+    for name, counts in gpu.expected_counts(data).items():
+        torch.testing.assert_close(counts.cpu(), expected[name], rtol=1e-9, atol=1e-10)
+    samples = pc.sample(gpu, 16, generator=torch.Generator().manual_seed(0))
+    assert samples.device.type == "cuda" and not torch.isnan(samples).any()
