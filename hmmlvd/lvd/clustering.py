@@ -76,7 +76,7 @@ def torch_kmeans(points: Tensor, config: KMeansConfig, device: str | torch.devic
     from k-means++ seeds). Distances are computed in blocks of at most ``max_block`` point-centroid pairs.
     Returns CPU tensors like :func:`kmeans`."""
     x = points.to(device=device, dtype=torch.float32)
-    num_points, k = len(x), config.num_clusters
+    k = config.num_clusters
     rows = max(1, max_block // k)
     best = None
     for restart in range(config.restarts):

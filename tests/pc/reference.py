@@ -70,3 +70,15 @@ def mixed_circuit():
     b = [pc.inputs(v, 2, 3) for v in range(3)]
     flat = pc.multiply(b[0], b[1], b[2], edges=torch.tensor([[0, 1, 0], [1, 0, 1], [1, 1, 1]]))
     return pc.summation([upper, flat], 1)
+
+
+def assert_cuda_matches_cpu(root, data: torch.Tensor, dtype: torch.dtype = torch.float64, tolerance: float = 1e-9):
+    """The circuit under ``root`` compiled on CUDA gives the CPU's log-likelihoods and expected counts."""
+    cpu, gpu = pc.Circuit(root, seed=1, dtype=dtype), pc.Circuit(root, seed=1, dtype=dtype, device="cuda")
+    torch.testing.assert_close(gpu.log_likelihood(data).cpu(), cpu.log_likelihood(data), rtol=tolerance,
+                               atol=tolerance)
+    expected = cpu.expected_counts(data)
+    for name, counts in gpu.expected_counts(data).items():
+        torch.testing.assert_close(counts.cpu(), expected[name], rtol=10 * tolerance, atol=10 * tolerance)
+    return gpu
+

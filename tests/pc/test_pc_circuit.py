@@ -4,7 +4,7 @@ import torch
 
 from hmmlvd import em, pc
 from hmmlvd.pc.structures import rat_spn
-from tests.pc.reference import all_assignments, mixed_circuit, naive_counts
+from tests.pc.reference import all_assignments, assert_cuda_matches_cpu, mixed_circuit, naive_counts
 
 
 @pytest.fixture(params=["mixed", "rat"])
@@ -146,11 +146,8 @@ def test_save_and_load_round_trip(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     root = rat_spn(8, 3, depth=2, num_repetitions=2, num_sums=4, num_input_units=3, seed=0)
-    cpu, gpu = pc.Circuit(root, seed=1), pc.Circuit(root, seed=1, device="cuda")
     data = torch.randint(-1, 3, (64, 8), generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(gpu.log_likelihood(data).cpu(), cpu.log_likelihood(data), rtol=1e-5, atol=1e-5)
-    for name, counts in gpu.expected_counts(data).items():
-        torch.testing.assert_close(counts.cpu(), cpu.expected_counts(data)[name], rtol=1e-4, atol=1e-4)
+    assert_cuda_matches_cpu(root, data, torch.float32, 1e-5)
 
 
 def test_variables_outside_the_scope_are_ignored():

@@ -6,7 +6,7 @@ import torch
 
 from hmmlvd import em, pc
 from hmmlvd.pc.input_layers import GaussianInputGroup
-from tests.pc.reference import circuit_params, naive_log_likelihood
+from tests.pc.reference import assert_cuda_matches_cpu, circuit_params, naive_log_likelihood
 
 
 def mixed_gaussian_circuit():
@@ -153,11 +153,7 @@ def test_bad_gaussian_inputs_raise_clear_errors(tiny):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(tiny):
-    root, circuit, data = tiny
-    gpu = pc.Circuit(root, dtype=torch.float64, device="cuda")
-    torch.testing.assert_close(gpu.log_likelihood(data).cpu(), circuit.log_likelihood(data), rtol=1e-10, atol=1e-10)
-    expected = circuit.expected_counts(data)
-    for name, counts in gpu.expected_counts(data).items():
-        torch.testing.assert_close(counts.cpu(), expected[name], rtol=1e-9, atol=1e-10)
+    root, _, data = tiny
+    gpu = assert_cuda_matches_cpu(root, data)
     samples = pc.sample(gpu, 16, generator=torch.Generator().manual_seed(0))
     assert samples.device.type == "cuda" and not torch.isnan(samples).any()
