@@ -9,13 +9,14 @@ import torch
 from hmmlvd import em, pc
 
 
-def add_em_arguments(parser: argparse.ArgumentParser, *, minibatch_epochs: int, fullbatch_epochs: int) -> None:
+def add_em_arguments(parser: argparse.ArgumentParser, *, minibatch_epochs: int, fullbatch_epochs: int,
+                     step_end: float = 0.05, pseudocount: float = 0.1) -> None:
     parser.add_argument("--minibatch-epochs", type=int, default=minibatch_epochs)
     parser.add_argument("--fullbatch-epochs", type=int, default=fullbatch_epochs)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--step-start", type=float, default=0.5, help="mini-batch η, annealed linearly ...")
-    parser.add_argument("--step-end", type=float, default=0.05, help="... to this value")
-    parser.add_argument("--pseudocount", type=float, default=0.1)
+    parser.add_argument("--step-end", type=float, default=step_end, help="... to this value")
+    parser.add_argument("--pseudocount", type=float, default=pseudocount)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core box)")
     parser.add_argument("--device", default="cpu", help="torch device of the circuit (cpu, cuda)")
     parser.add_argument("--progress", action="store_true")

@@ -28,11 +28,15 @@ class MaterializedCircuit:
     sum_sources: list[tuple[SumNodes, SumNodes]] = field(default_factory=list)   # (new, original)
 
     def augment(self, x: Tensor, z: Tensor) -> Tensor:
-        """``[B, num_observed + num_latents]``: observed data ``x`` followed by latent assignments ``z``."""
+        """``[B, num_observed + num_latents]``: observed data ``x`` followed by latent assignments ``z``
+        (``-1`` = unassigned; float ``x``, for circuits with Gaussian inputs, gets NaN there instead)."""
         if z.dim() != 2 or z.shape[1] != len(self.scopes) or z.shape[0] != x.shape[0]:
             raise ValueError(f"z must have shape [{x.shape[0]}, {len(self.scopes)}] (one column per scope), "
                              f"got {tuple(z.shape)}")
-        return torch.cat([x.long(), z.long().to(x.device)], dim=1)
+        z = z.to(x.device)
+        if x.dtype.is_floating_point:
+            return torch.cat([x, z.to(x.dtype).masked_fill(z < 0, float("nan"))], dim=1)
+        return torch.cat([x.long(), z.long()], dim=1)
 
     def copy_to_original(self, circuit=None) -> None:
         """Give the original nodes the parameters of the materialised circuit.

@@ -157,3 +157,16 @@ def test_cuda_matches_cpu(tiny):
     gpu = assert_cuda_matches_cpu(root, data)
     samples = pc.sample(gpu, 16, generator=torch.Generator().manual_seed(0))
     assert samples.device.type == "cuda" and not torch.isnan(samples).any()
+
+
+def test_materialised_gaussian_mixture_marginalises_and_trains_on_x_and_z():
+    root = pc.summation(pc.multiply(pc.gaussian_inputs(0, 3), pc.gaussian_inputs(1, 3)), 1)
+    circuit = pc.Circuit(root, seed=2, dtype=torch.float64)
+    result = pc.materialize(root, [root.scope])
+    joint = pc.Circuit(result.root, dtype=torch.float64)
+    data = two_cluster_data(50)
+    marginal = joint.log_likelihood(result.augment(data, torch.full((50, 1), -1)))
+    torch.testing.assert_close(marginal, circuit.log_likelihood(data), rtol=0, atol=1e-12)
+    z = (data[:, 0] < 0).long()[:, None]                       # complete the latent from the data
+    history = em.fit(joint, result.augment(data, z), em.Constant(1.0, 3), full_batch=True, progress=False)
+    assert history.train_log_likelihood[-1] >= history.train_log_likelihood[0]
