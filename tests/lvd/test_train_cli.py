@@ -63,6 +63,20 @@ def test_train_compare_random_then_eval(corpus_dir, tiny_encoder, tmp_path, caps
     assert after["history"] == before["history"] and after["em_epoch_seconds"] == []
 
 
+def test_no_checkpoints_skips_them_and_resume_reruns_em_from_the_init(corpus_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", "--init", "random", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(out),
+            "--num-states", "3", "--train-windows", "0", "--batch-size", "16", "--phase1-epochs", "1",
+            "--phase2-epochs", "1", "--eval-splits", "test", "--eval-protocols", "chunk", "--no-checkpoints",
+            "--no-progress"]
+    assert train_command.run(parse(argv)) == 0
+    assert not (out / "checkpoint").exists() and (out / "init" / "model.safetensors").is_file()
+    first = json.loads((out / "results.json").read_text())
+    assert train_command.run(parse(argv + ["--resume"])) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert len(again["em_epoch_seconds"]) == 2 and again["history"] == first["history"]
+
+
 def test_bad_options_are_clear_errors(corpus_dir, tmp_path):
     with pytest.raises(ValueError, match="--eval-protocols"):
         train_command.run(parse(["train", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(tmp_path),
