@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -25,6 +26,16 @@ class Evidence:
 
     def __len__(self) -> int:
         return len(self.soft if self.soft is not None else self.ids)
+
+    @cached_property
+    def ids_by_variable(self) -> Tensor:
+        """``ids`` transposed to ``[V, B]`` (contiguous, so selecting variables copies whole rows)."""
+        return self.ids.T.contiguous()
+
+    @cached_property
+    def values_by_variable(self) -> Tensor:
+        """``values`` transposed to ``[V, B]``."""
+        return self.values.T.contiguous()
 
     def require_hard(self, query: str) -> None:
         if self.soft is not None:

@@ -49,7 +49,7 @@ class CategoricalInputGroup:
             weights = evidence.soft.index_select(1, self.variables)[..., :self.params.shape[1]]   # [B, N, K]
             mass = (weights * self.params).sum(-1)                                               # [B, N]
             return mass.clamp_min(torch.finfo(mass.dtype).tiny).log().T, ("soft", weights, mass)
-        states = evidence.ids.T.index_select(0, self.variables)                                  # [N, B]
+        states = evidence.ids_by_variable.index_select(0, self.variables)                                  # [N, B]
         observed = states >= 0
         states = states.clamp_min(0)
         return torch.gather(self._log_params(), 1, states).masked_fill_(~observed, 0.0), ("hard", states, observed)
@@ -72,7 +72,7 @@ class CategoricalInputGroup:
 
     def best_log_values(self, evidence: Evidence) -> Tensor:
         """Max-product leaf values ``[N, B]``: the observed log-probability, or the best one where missing."""
-        states = evidence.ids.T.index_select(0, self.variables)
+        states = evidence.ids_by_variable.index_select(0, self.variables)
         log_params = self._log_params()
         best = log_params.amax(1, keepdim=True).expand_as(states)
         return torch.where(states < 0, best, torch.gather(log_params, 1, states.clamp_min(0)))
@@ -98,7 +98,7 @@ class GaussianInputGroup:
 
     def log_values(self, evidence: Evidence) -> tuple[Tensor, tuple]:
         """Log densities ``[N, B]`` (0 where missing) and a cache for :meth:`add_counts`."""
-        values = evidence.values.T.index_select(0, self.variables)                              # [N, B]
+        values = evidence.values_by_variable.index_select(0, self.variables)                              # [N, B]
         observed = ~torch.isnan(values)
         values = torch.where(observed, values, torch.zeros_like(values))
         mean, std = self.params[:, :1], self.params[:, 1:]
