@@ -24,6 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens of each split")
     parser.add_argument("--batch-size", type=int, default=1024, help="windows per forward pass (default 1024)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, run the forward-backward GEMMs on TF32 tensor cores (fp32 accumulation)")
     parser.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the data files")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
@@ -32,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     hmm = HMM.from_pretrained(args.model, device=args.device)
+    hmm.allow_tf32 = args.tf32
     tokenizer = load_tokenizer(args.model)  # the word vocabulary or a sub-word tokenizer
     if tokenizer.vocab_size != hmm.vocab_size:
         raise ValueError(f"{args.model}: the tokenizer has {tokenizer.vocab_size} tokens but the HMM "

@@ -81,6 +81,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="word (default), hf:NAME_OR_PATH or sentencepiece:bpe|unigram:SIZE")
     parser.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the data files")
     parser.add_argument("--device", help="torch device for EM and evaluation (default cuda when available)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA, run the forward-backward GEMMs on TF32 tensor cores (fp32 accumulation)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
@@ -152,6 +154,7 @@ def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
         hmm, stats = initial_hmm(init, train, corpus.tokenizer, distill_config, data_key, progress)
         hmm.save_pretrained(init_dir)
     hmm = hmm.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    hmm.allow_tf32 = args.tf32
     report["init_seconds"] = time.perf_counter() - start
     report["lvd_stats"] = stats.as_dict() if stats is not None else None
     if stats is not None:

@@ -7,6 +7,7 @@ have emission factor 1.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -32,6 +33,21 @@ def emission_factors(emission_matrix: Tensor, tokens: Tensor, out: Tensor | None
     return out
 
 
+@contextmanager
+def gemm_precision(hmm):
+    """Inside the block, CUDA float32 GEMMs use TF32 tensor cores when ``hmm.allow_tf32`` is set
+    (inputs rounded to a 10-bit mantissa, fp32 accumulation and output); the global flag is restored after."""
+    if not (hmm.allow_tf32 and hmm.device.type == "cuda"):
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 def _normalize_in_place(values: Tensor) -> Tensor:
     """Divide each row by its sum in place; return the float64 log of the sums (-inf for zero rows)."""
     totals = values.sum(dim=1)
@@ -48,15 +64,16 @@ def forward(hmm, tokens: Tensor, emissions_out: Tensor | None = None) -> Forward
     batch, length = tokens.shape
     alphas = torch.empty(length, batch, hmm.num_states, dtype=hmm.dtype, device=hmm.device)
     log_normalizers = torch.empty(length, batch, dtype=torch.float64, device=hmm.device)
-    for t in range(length):
-        factors = emission_factors(hmm.emission_matrix(t), tokens[:, t],
-                                   out=emissions_out[t] if emissions_out is not None else None)
-        if t == 0:
-            torch.mul(hmm.initial.unsqueeze(0), factors, out=alphas[0])
-        else:
-            torch.mm(alphas[t - 1], hmm.transition_matrix(t - 1), out=alphas[t])
-            alphas[t].mul_(factors)
-        log_normalizers[t] = _normalize_in_place(alphas[t])
+    with gemm_precision(hmm):
+        for t in range(length):
+            factors = emission_factors(hmm.emission_matrix(t), tokens[:, t],
+                                       out=emissions_out[t] if emissions_out is not None else None)
+            if t == 0:
+                torch.mul(hmm.initial.unsqueeze(0), factors, out=alphas[0])
+            else:
+                torch.mm(alphas[t - 1], hmm.transition_matrix(t - 1), out=alphas[t])
+                alphas[t].mul_(factors)
+            log_normalizers[t] = _normalize_in_place(alphas[t])
     return ForwardResult(alphas, log_normalizers)
 
 
@@ -73,7 +90,15 @@ def forward_backward(hmm, tokens: Tensor, counts: dict[str, Tensor] | None = Non
     alphas, log_normalizers = forward(hmm, tokens, emissions_out=factors)
     inverse_scales = torch.nan_to_num((-log_normalizers).exp(), posinf=0.0).to(hmm.dtype)   # 1 / c_t, [L, B]
     beta = torch.ones_like(alphas[0]) if length else None
-    for t in range(length - 1, -1, -1):
+    with gemm_precision(hmm):
+        _backward(hmm, tokens, alphas, factors, inverse_scales, beta, counts, posteriors)
+    return log_normalizers.sum(dim=0)
+
+
+def _backward(hmm, tokens: Tensor, alphas: Tensor, factors: Tensor, inverse_scales: Tensor, beta: Tensor | None,
+              counts: dict[str, Tensor] | None, posteriors: Tensor | None) -> None:
+    """The backward recursion of :func:`forward_backward`, consuming ``alphas`` and ``factors``."""
+    for t in range(tokens.shape[1] - 1, -1, -1):
         gamma = alphas[t].mul_(beta)          # alphas[t] is not needed after this step
         if posteriors is not None:
             posteriors[:, t] = gamma
@@ -88,7 +113,6 @@ def forward_backward(hmm, tokens: Tensor, counts: dict[str, Tensor] | None = Non
         if counts is not None:
             counts["transitions"][hmm.position_index(t - 1)].addcmul_(transition, alphas[t - 1].T @ weighted)
         beta = weighted @ transition.T
-    return log_normalizers.sum(dim=0)
 
 
 def _add_emission_counts(emission_counts: Tensor, tokens: Tensor, gamma: Tensor) -> None:

@@ -25,10 +25,14 @@ class HMM:
     Parameters are probabilities: ``initial`` [h], ``transitions`` [P-1 or 1, h, h]
     (rows sum to 1) and ``emissions`` stored as [P, V, h] so that the row of a token is
     contiguous (entries sum to 1 over V). ``P`` is ``seq_len``, or 1 when homogeneous.
+
+    ``allow_tf32 = True`` (opt-in, CUDA only) runs the forward–backward GEMMs on TF32 tensor cores;
+    accumulation and storage stay float32.
     """
 
     def __init__(self, config: HMMConfig, initial: Tensor, transitions: Tensor, emissions: Tensor):
         self.config = config
+        self.allow_tf32 = False      # opt-in: CUDA float32 GEMMs on TF32 tensor cores (fp32 accumulation)
         self.set_parameters({"initial": initial, "transitions": transitions, "emissions": emissions})
 
     # ----------------------------------------------------------------- construction
@@ -105,7 +109,9 @@ class HMM:
         """A copy of the model on ``device`` with ``dtype`` (either may be left unchanged)."""
         move = {name: group.values.to(device=device or self.device, dtype=dtype or self.dtype)
                 for name, group in self.parameter_groups().items()}
-        return HMM(self.config, **move)
+        moved = HMM(self.config, **move)
+        moved.allow_tf32 = self.allow_tf32
+        return moved
 
     # ----------------------------------------------------------------- EM protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
