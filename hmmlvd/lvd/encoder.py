@@ -1,6 +1,7 @@
 """A Hugging Face encoder that embeds texts by mean pooling, in length-sorted batches."""
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -51,12 +52,7 @@ class SuffixEncoder:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                width = len(encoded[rows[-1]])
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[r, :len(encoded[i])] = 1
+                ids, mask = _padded_batch([encoded[i] for i in rows], pad)
                 hidden = self.model(input_ids=ids.to(self.device),
                                     attention_mask=mask.to(self.device)).last_hidden_state
                 weights = mask.to(self.device, hidden.dtype).unsqueeze(-1)
@@ -65,3 +61,12 @@ class SuffixEncoder:
                 if progress is not None:
                     progress.update(len(rows))
         return out
+
+
+def _padded_batch(token_lists: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask ``[len(token_lists), longest]``, right-padded with ``pad``."""
+    lengths = torch.tensor([len(tokens) for tokens in token_lists])
+    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    ids = torch.full(mask.shape, pad, dtype=torch.long)
+    ids[mask] = torch.tensor(list(itertools.chain.from_iterable(token_lists)), dtype=torch.long)   # row-major
+    return ids, mask.long()
