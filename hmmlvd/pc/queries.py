@@ -6,21 +6,20 @@ from torch import Tensor
 
 from .circuit import Circuit, _gather
 from .evidence import Evidence
-from .input_layers import choose
+from .input_layers import CategoricalInputGroup, GaussianInputGroup, choose
 from .layers import ProductLayer
 
 
 def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
     """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
 
-    ``evidence`` is ``[B, num_variables]`` with ``-1`` for unobserved variables; observed variables get
-    a one-hot row (variables outside the circuit's scope get zeros). Uses the flows:
-    ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over input units ``u`` of ``x_i``.
-    Circuits with Gaussian inputs are not supported (use :func:`sample` with ``evidence=``).
+    ``evidence`` is ``[B, num_variables]`` with ``-1`` (or NaN) for unobserved variables; observed variables
+    get a one-hot row. Variables outside the circuit's scope, and Gaussian variables (see
+    :func:`conditional_moments`), get zeros. Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over
+    the input units ``u`` of ``x_i``.
     """
-    if bool(circuit.gaussian_variables.any()):
-        raise ValueError("conditional_marginals covers categorical variables only and this circuit has Gaussian "
-                         "inputs; draw from p(missing | evidence) with pc.sample(circuit, evidence=...) instead")
+    if int(circuit.num_categories.max()) == 0:
+        raise ValueError("this circuit has no categorical variables; use pc.conditional_moments for Gaussian ones")
     with torch.no_grad():
         forward = circuit.forward(evidence)
         forward.inputs.require_hard("conditional_marginals")
@@ -31,6 +30,8 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
         result = torch.zeros(batch * num_vars, width, dtype=circuit.dtype, device=circuit.device)
         examples = torch.arange(batch, device=circuit.device)
         for group in circuit.input_groups:
+            if not isinstance(group, CategoricalInputGroup):
+                continue
             unit_flows = flows[group.start:group.start + len(group.variables)]         # [N, B]
             mass = unit_flows.T[..., None] * group.params[None]                          # [B, N, K]
             rows = (examples[:, None] * num_vars + group.variables[None]).reshape(-1)
@@ -41,6 +42,35 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
         observed = (x >= 0) & (circuit.num_categories > 0)           # variables outside the scope stay all-zero
         one_hot = torch.zeros_like(result).scatter_(2, x.clamp(0, width - 1)[..., None], 1.0)
         return torch.where(observed[..., None], one_hot, result)
+
+
+def conditional_moments(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance ``[B, num_variables]`` of ``p(x_i | evidence)`` for every Gaussian variable.
+
+    ``evidence`` is a float tensor with NaN for unobserved values. ``p(x_i | e)`` is the mixture
+    ``Σ_u flow(u) N(μ_u, σ_u²)`` over the Gaussian input units ``u`` of ``x_i``. Observed variables get
+    their value and variance 0; variables that are not Gaussian get NaN.
+    """
+    if not bool(circuit.gaussian_variables.any()):
+        raise ValueError("this circuit has no Gaussian inputs; use pc.conditional_marginals for categorical ones")
+    with torch.no_grad():
+        forward = circuit.forward(evidence)
+        flows = circuit.backward(forward)
+        values = forward.inputs.values                                                 # [B, V]
+        first = torch.zeros(values.shape[1], values.shape[0], dtype=circuit.dtype, device=circuit.device)
+        second = torch.zeros_like(first)
+        for group in circuit.input_groups:
+            if isinstance(group, GaussianInputGroup):
+                unit_flows = flows[group.start:group.start + len(group)]              # [N, B]
+                mean, std = group.params[:, :1], group.params[:, 1:]
+                first.index_add_(0, group.variables, unit_flows * mean)
+                second.index_add_(0, group.variables, unit_flows * (std ** 2 + mean ** 2))
+        mean, variance = first.T, (second - first ** 2).T.clamp_min(0)
+        observed = ~torch.isnan(values)
+        mean = torch.where(observed, values, mean)
+        variance = torch.where(observed, torch.zeros_like(variance), variance)
+        not_gaussian = ~circuit.gaussian_variables
+        return mean.masked_fill(not_gaussian, float("nan")), variance.masked_fill(not_gaussian, float("nan"))
 
 
 def _max_product_values(circuit: Circuit, evidence: Evidence, chunk_units: int = 1 << 22) -> Tensor:

@@ -145,8 +145,10 @@ def test_bad_gaussian_inputs_raise_clear_errors(tiny):
         circuit.log_likelihood(torch.tensor([[0.0, 0.5, 0.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="categorical inputs only"):
         circuit.log_likelihood(torch.ones(2, 3, 3))
-    with pytest.raises(ValueError, match="Gaussian inputs"):
-        pc.conditional_marginals(circuit, data)
+    with pytest.raises(ValueError, match="no categorical variables"):
+        pc.conditional_marginals(pc.Circuit(pc.summation(pc.gaussian_inputs(0, 2), 1)), data[:, :1])
+    with pytest.raises(ValueError, match="no Gaussian inputs"):
+        pc.conditional_moments(pc.Circuit(pc.summation(pc.inputs(0, 2), 1)), torch.zeros(1, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="one kind of input"):
         pc.Circuit(pc.summation([pc.gaussian_inputs(0, 2), pc.inputs(0, 2)], 1))
 
@@ -170,3 +172,24 @@ def test_materialised_gaussian_mixture_marginalises_and_trains_on_x_and_z():
     z = (data[:, 0] < 0).long()[:, None]                       # complete the latent from the data
     history = em.fit(joint, result.augment(data, z), em.Constant(1.0, 3), full_batch=True, progress=False)
     assert history.train_log_likelihood[-1] >= history.train_log_likelihood[0]
+
+
+def test_conditional_moments_and_marginals_match_numerical_integration(tiny):
+    _, circuit, _ = tiny
+    evidence = torch.tensor([[float("nan"), 2.0, 0.7], [1.5, float("nan"), float("nan")]], dtype=torch.float64)
+    mean, variance = pc.conditional_moments(circuit, evidence)
+    grid = torch.linspace(-15, 15, 30001, dtype=torch.float64)
+    points = torch.stack([grid, torch.full_like(grid, 2.0), torch.full_like(grid, 0.7)], dim=1)
+    density = circuit.log_likelihood(points).exp()
+    mass = torch.trapezoid(density, grid)
+    expected_mean = torch.trapezoid(density * grid, grid) / mass
+    expected_variance = torch.trapezoid(density * (grid - expected_mean) ** 2, grid) / mass
+    assert mean[0, 0].item() == pytest.approx(expected_mean.item(), abs=1e-7)
+    assert variance[0, 0].item() == pytest.approx(expected_variance.item(), abs=1e-7)
+    assert mean[0, 2].item() == 0.7 and variance[0, 2].item() == 0.0 and torch.isnan(mean[:, 1]).all()
+    # the categorical x1 given x0 = 1.5 (x2 marginalised): p(x1 = c | x0) by brute force over c
+    marginals = pc.conditional_marginals(circuit, evidence)
+    joint = torch.stack([circuit.log_likelihood(torch.tensor([[1.5, float(c), float("nan")]],
+                                                             dtype=torch.float64)) for c in range(3)]).exp()[:, 0]
+    torch.testing.assert_close(marginals[1, 1], joint / joint.sum(), rtol=0, atol=1e-12)
+    assert marginals[:, 0].abs().sum() == 0 and marginals[0, 1].tolist() == [0.0, 0.0, 1.0]
