@@ -61,17 +61,15 @@ def main() -> None:
         circuit = pc.Circuit(hclt(train, num_latents, 256, num_bins=args.mi_bins), seed=0, device=args.device)
         build = time.perf_counter() - start
         epoch = timed_epoch(circuit, train, args.batch_size)
-        if args.time_only:
-            print(f"{num_latents:4d} {circuit.num_parameters:10d} {build:8.1f} {epoch:16.1f} "
-                  f"{epoch * FULL_TRAIN / len(train):10.1f} {'-':>8} {'-':>9}", flush=True)
-            continue
-        start = time.perf_counter()
-        mini_then_full_batch_em(circuit, train, args)
-        training = time.perf_counter() - start
-        test_ll = em.mean_log_likelihood(circuit, test, 1024, circuit.device)
-        bpd = -test_ll / (test.shape[1] * math.log(2))
+        training, bpd = f"{'-':>8}", f"{'-':>9}"
+        if not args.time_only:
+            start = time.perf_counter()
+            mini_then_full_batch_em(circuit, train, args)
+            training = f"{time.perf_counter() - start:8.1f}"
+            test_ll = em.mean_log_likelihood(circuit, test, 1024, circuit.device)
+            bpd = f"{-test_ll / (test.shape[1] * math.log(2)):9.4f}"
         print(f"{num_latents:4d} {circuit.num_parameters:10d} {build:8.1f} {epoch:16.1f} "
-              f"{epoch * FULL_TRAIN / len(train):10.1f} {training:8.1f} {bpd:9.4f}", flush=True)
+              f"{epoch * FULL_TRAIN / len(train):10.1f} {training} {bpd}", flush=True)
 
 
 if __name__ == "__main__":

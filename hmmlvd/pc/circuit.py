@@ -85,9 +85,9 @@ class Circuit:
         """Validate a batch of evidence (see :mod:`hmmlvd.pc.evidence` for the accepted forms)."""
         return parse_evidence(x, self.num_categories, self.gaussian_variables, dtype=self.dtype)
 
-    def forward(self, x: Tensor) -> ForwardPass:
-        """Log value of every unit for the batch ``x`` (validated)."""
-        evidence = self.check_inputs(x)
+    def forward(self, x: Tensor | Evidence) -> ForwardPass:
+        """Log value of every unit for the batch ``x`` (validated here unless already an ``Evidence``)."""
+        evidence = x if isinstance(x, Evidence) else self.check_inputs(x)
         values = torch.empty(self.num_rows, len(evidence), dtype=self.dtype, device=self.device)
         values[0] = 0.0                                                # every other row is written below
         input_cache = {}

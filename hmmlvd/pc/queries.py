@@ -10,6 +10,13 @@ from .input_layers import CategoricalInputGroup, GaussianInputGroup, choose
 from .layers import ProductLayer
 
 
+def _hard_evidence(circuit: Circuit, x: Tensor, query: str) -> Evidence:
+    """``x`` validated for ``circuit``; soft evidence is refused with a message naming ``query``."""
+    evidence = circuit.check_inputs(x)
+    evidence.require_hard(query)
+    return evidence
+
+
 def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
     """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
 
@@ -21,8 +28,7 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
     if int(circuit.num_categories.max()) == 0:
         raise ValueError("this circuit has no categorical variables; use pc.conditional_moments for Gaussian ones")
     with torch.no_grad():
-        forward = circuit.forward(evidence)
-        forward.inputs.require_hard("conditional_marginals")
+        forward = circuit.forward(_hard_evidence(circuit, evidence, "conditional_marginals"))
         flows = circuit.backward(forward)
         x = forward.inputs.ids
         batch, num_vars = x.shape
@@ -151,8 +157,7 @@ def sample(circuit: Circuit, num_samples: int | None = None, *, evidence: Tensor
                     torch.full((num_samples, circuit.num_variables), -1, dtype=torch.long))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.no_grad():
-        forward = circuit.forward(evidence)
-        forward.inputs.require_hard("sample")
+        forward = circuit.forward(_hard_evidence(circuit, evidence, "sample"))
         return _top_down(circuit, forward.inputs, forward.values, generator)
 
 
@@ -163,7 +168,6 @@ def max_product_assignment(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, 
     which is the exact MPE for deterministic circuits (and Viterbi for an HMM circuit).
     """
     with torch.no_grad():
-        evidence = circuit.check_inputs(evidence)
-        evidence.require_hard("max_product_assignment")
+        evidence = _hard_evidence(circuit, evidence, "max_product_assignment")
         values = _max_product_values(circuit, evidence)
         return _top_down(circuit, evidence, values, None), values[circuit.root_row].clone()
