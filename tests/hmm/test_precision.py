@@ -16,12 +16,21 @@ def test_tf32_is_off_by_default_and_a_no_op_on_cpu():
     assert hmm.to(device="cpu").allow_tf32
 
 
-def test_gemm_precision_restores_the_flag_after_an_error(monkeypatch):
+@pytest.fixture
+def tf32_flag():
+    """Save and restore torch's global TF32 flag by hand: it is served by the cuBLAS module's
+    ``__getattr__``, which ``monkeypatch.setattr`` cannot undo on newer pytest."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_gemm_precision_restores_the_flag_after_an_error(tf32_flag):
     class FakeCudaModel:
         allow_tf32 = True
         device = torch.device("cuda")
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.backends.cuda.matmul.allow_tf32 = False
     with pytest.raises(RuntimeError, match="boom"):
         with gemm_precision(FakeCudaModel()):
             assert torch.backends.cuda.matmul.allow_tf32 is True
