@@ -83,8 +83,6 @@ def sample_continuations(hmm, prefix: Tensor, num_new_tokens: int, temperature: 
         raise ValueError(f"num_new_tokens must be a positive integer, got {num_new_tokens!r}")
     texts = hmm.check_prefix(prefix, any_length=True)
     window = None if hmm.config.homogeneous else hmm.seq_len
-    if window is not None and texts.shape[1] >= window:
-        texts = texts[:, texts.shape[1] - window + 1:]             # the context the HMM conditions on
     length, state_probs = texts.shape[1], None
     for _ in range(num_new_tokens):
         position = texts.shape[1]
