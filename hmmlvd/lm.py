@@ -20,10 +20,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .constraints import DFA, all_of, length_between, none_of, sample_constrained
-from .constraints.generation import check_sampling_options, choose_tokens, constraint_log_prob
-from .constraints.inference import filter_step
-from .hmm import HMM, sliding_log_probs
+from .constraints import DFA, all_of, constraint_log_prob, length_between, none_of, sample_constrained
+from .hmm import HMM, check_sampling_options, sample_continuations, sliding_log_probs
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ class LanguageModel:
         out = torch.empty(len(contexts), self.hmm.vocab_size, dtype=torch.float64, device=self.device)
         trimmed = [self._context(ids) for ids in contexts]
         for rows, batch in self._by_length(trimmed):
-            out[torch.tensor(rows, device=self.device)] = self.hmm.next_token_log_probs(batch).double()
+            out[torch.tensor(rows, device=self.device)] = self.hmm.next_token_log_probs(batch)
         return out
 
     def next_token_logprobs(self, prefix: str | Sequence[str]) -> Tensor:
@@ -159,12 +157,13 @@ class LanguageModel:
         check_sampling_options(temperature, top_k)
         prefixes = [self.encode(p) for p in _as_list(prefix, "prefix") for _ in range(num_samples)]
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-        if constraint is None:
-            return self._sample(prefixes, max_new_tokens, temperature, top_k, generator)
         out: list[list[int]] = [[] for _ in prefixes]
         for rows, batch in self._by_length(prefixes):
-            tokens = sample_constrained(self.hmm, constraint, batch, max_new_tokens, temperature=temperature,
-                                        top_k=top_k, generator=generator)
+            if constraint is None:     # filtered inside the window, sliding past it
+                tokens = sample_continuations(self.hmm, batch, max_new_tokens, temperature, top_k, generator)
+            else:
+                tokens = sample_constrained(self.hmm, constraint, batch, max_new_tokens, temperature=temperature,
+                                            top_k=top_k, generator=generator)
             for row, sampled in zip(rows, tokens.tolist()):
                 out[row] = sampled
         return out
@@ -181,28 +180,6 @@ class LanguageModel:
         """
         ids = self.generate_ids(prefix, max_new_tokens, temperature, top_k, seed, constraint, num_samples)
         return [self.decode(row) for row in ids]
-
-    def _sample(self, prefixes: list[list[int]], max_new_tokens: int, temperature: float, top_k: int | None,
-                generator: torch.Generator | None) -> list[list[int]]:
-        """Unconstrained sampling, filtering incrementally inside the window and sliding past it."""
-        out: list[list[int]] = [[] for _ in prefixes]
-        window = self.window
-        for rows, texts in self._by_length(prefixes):
-            length, state_probs = texts.shape[1], None
-            for _ in range(max_new_tokens):
-                position = texts.shape[1]
-                if window is not None and position >= window:
-                    state_probs = self.hmm.state_distribution(texts[:, position - window + 1:]).double()
-                    position = window - 1
-                elif state_probs is None:
-                    state_probs = self.hmm.state_distribution(texts).double()
-                log_probs = (state_probs.to(self.hmm.dtype) @ self.hmm.emission_matrix(position).T).double().log()
-                tokens = choose_tokens(log_probs, temperature, top_k, generator)
-                texts = torch.cat([texts, tokens.unsqueeze(1)], dim=1)
-                state_probs = filter_step(self.hmm, state_probs, tokens, position)
-            for row, sampled in zip(rows, texts[:, length:].tolist()):
-                out[row] = sampled
-        return out
 
     # ----------------------------------------------------------------- constraints from text
     def _phrases(self, words: Sequence[str], what: str) -> list[list[int]]:

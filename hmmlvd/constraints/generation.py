@@ -4,37 +4,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..hmm import check_sampling_options, choose_tokens, filter_step
 from .dfa import DFA
-from .inference import ConstraintTables, filter_step
-
-
-def check_sampling_options(temperature: float, top_k: int | None) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None or a positive integer, got {top_k!r}")
-
-
-def choose_tokens(log_weights: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """One token per row of unnormalised log-weights [B, V]: greedy when temperature is 0,
-    otherwise sampled from softmax(log_weights / temperature) restricted to the top_k tokens."""
-    check_sampling_options(temperature, top_k)
-    if temperature == 0:
-        return log_weights.argmax(dim=1)
-    if top_k is not None and top_k < log_weights.shape[1]:
-        kth = log_weights.topk(top_k, dim=1).values[:, -1:]
-        log_weights = log_weights.masked_fill(log_weights < kth, float("-inf"))
-    probabilities = torch.softmax(log_weights / temperature, dim=1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
-
-
-def check_prefix(hmm, prefix: Tensor) -> Tensor:
-    """Validate a prefix batch [B, k] of token ids (no missing ids) and move it to the HMM's device."""
-    prefix = hmm.check_tokens(prefix, allow_empty=True)
-    if bool((prefix < 0).any()):
-        raise ValueError("a prefix must not contain missing tokens (-1)")
-    return prefix
+from .inference import ConstraintTables
 
 
 def unsatisfiable_reason(dfa: DFA, num_new_tokens: int) -> str:
@@ -61,7 +33,7 @@ def constraint_log_prob(hmm, dfa: DFA, prefix: Tensor, num_new_tokens: int) -> T
     The DFA reads only the ``n = num_new_tokens`` tokens after the prefix, and all ``k + n``
     positions must fit in the HMM window.
     """
-    prefix = check_prefix(hmm, prefix)
+    prefix = hmm.check_prefix(prefix)
     tables, state_probs = _tables_and_states(hmm, dfa, prefix, num_new_tokens)
     with torch.no_grad():
         log_joint = tables.next_token_log_joint(prefix.shape[1], state_probs, [dfa.initial] * prefix.shape[0])
@@ -78,7 +50,7 @@ def sample_constrained(hmm, dfa: DFA, prefix: Tensor, num_new_tokens: int, *, te
     Raises ValueError when the constraint has probability 0 for some row.
     """
     check_sampling_options(temperature, top_k)
-    prefix = check_prefix(hmm, prefix)
+    prefix = hmm.check_prefix(prefix)
     tables, state_probs = _tables_and_states(hmm, dfa, prefix, num_new_tokens)
     batch, start = prefix.shape
     dfa_states = [dfa.initial] * batch

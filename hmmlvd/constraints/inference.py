@@ -148,13 +148,3 @@ class ConstraintTables:
             exact = (state_probs[rows] * emission[tokens].double() * future[targets]).sum(dim=1)
             log_joint[rows, tokens] = exact.log()
         return log_joint + log_scale
-
-
-def filter_step(hmm, state_probs: Tensor, tokens: Tensor, t: int) -> Tensor:
-    """``p(z_{t+1} | x_<=t)`` [B, h] (float64) from ``p(z_t | x_<t)`` and the tokens read at position ``t``."""
-    posterior = state_probs.double() * hmm.emission_matrix(t).index_select(0, tokens).double()
-    posterior = posterior / posterior.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    if not hmm.config.homogeneous and t + 1 >= hmm.seq_len:
-        return posterior            # the window ends here: nothing follows
-    return posterior @ hmm.transition_matrix(t).double()
-

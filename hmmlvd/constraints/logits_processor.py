@@ -5,9 +5,10 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor
 
+from ..hmm import filter_step, next_token_log_probs
 from .dfa import DFA
 from .generation import unsatisfiable_reason
-from .inference import ConstraintTables, filter_step
+from .inference import ConstraintTables
 
 
 class HMMConstraintLogitsProcessor(LogitsProcessor):
@@ -65,8 +66,7 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
         position = self.context_tokens + step
         with torch.no_grad():
             log_joint = self.tables.next_token_log_joint(position, state_probs, dfa_states)      # log p(v, c | x_<j)
-            next_probs = state_probs.to(self.hmm.dtype) @ self.hmm.emission_matrix(position).T
-            log_next = next_probs.double().clamp_min(0).log()                                     # log p(v | x_<j)
+            log_next = next_token_log_probs(self.hmm, state_probs, position)                       # log p(v | x_<j)
             log_constraint = torch.logsumexp(log_joint, dim=1, keepdim=True)                     # log p(c | x_<j)
         if step == 0 and bool(torch.isneginf(log_constraint).any()):
             reason = unsatisfiable_reason(self.constraint, self.max_new_tokens)

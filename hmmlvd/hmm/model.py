@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..em.mstep import ParameterGroup, apply_m_step
 from ..io import atomic_write_json, load_tensors, read_json, save_tensors
-from . import inference, sampling
+from . import filtering, inference, sampling
 from .complete_data import complete_data_counts
 from .config import HMMConfig
 
@@ -142,8 +142,10 @@ class HMM:
             return inference.forward_backward(self, tokens, counts=counts)
 
     # ----------------------------------------------------------------- queries
-    def check_tokens(self, tokens: Tensor, allow_empty: bool = False) -> Tensor:
-        """Validate a token batch [B, L] (ids in [0, V) or -1 for missing) and move it to the model's device."""
+    def check_tokens(self, tokens: Tensor, allow_empty: bool = False, any_length: bool = False) -> Tensor:
+        """Validate a token batch [B, L] (ids in [0, V) or -1 for missing) and move it to the model's device.
+
+        ``L`` must be at least 1 unless ``allow_empty``, and at most ``seq_len`` unless ``any_length``."""
         if not isinstance(tokens, Tensor):
             raise ValueError(f"tokens must be a torch.LongTensor [batch, length], got {type(tokens).__name__}")
         if tokens.dim() != 2:
@@ -153,7 +155,7 @@ class HMM:
             raise ValueError(f"tokens must be an integer tensor of token ids, got {tokens.dtype}")
         if tokens.shape[1] == 0 and not allow_empty:
             raise ValueError("tokens must have at least one position")
-        if not self.config.homogeneous and tokens.shape[1] > self.seq_len:
+        if not any_length and not self.config.homogeneous and tokens.shape[1] > self.seq_len:
             raise ValueError(f"sequences of length {tokens.shape[1]} exceed this HMM's seq_len={self.seq_len}; "
                              "cut them into windows (hmmlvd.data) first")
         if tokens.numel():
@@ -185,23 +187,21 @@ class HMM:
             inference.forward_backward(self, tokens, posteriors=posteriors)
         return posteriors
 
+    def check_prefix(self, prefix: Tensor, any_length: bool = False) -> Tensor:
+        """Validate a prefix batch [B, k] (ids in [0, V), no missing ids, ``k`` may be 0 and is at most
+        ``seq_len`` unless ``any_length``) and move it to the model's device."""
+        prefix = self.check_tokens(prefix, allow_empty=True, any_length=any_length)
+        if bool((prefix < 0).any()):
+            raise ValueError("a prefix must not contain missing tokens (-1); give only observed token ids")
+        return prefix
+
     def state_distribution(self, prefix: Tensor) -> Tensor:
         """``p(z_{k+1} | x_1..x_k)`` [B, h] for a prefix [B, k] with ``k < seq_len`` (k may be 0)."""
-        prefix = self.check_tokens(prefix, allow_empty=True)
-        k = prefix.shape[1]
-        if not self.config.homogeneous and k >= self.seq_len:
-            raise ValueError(f"a prefix of length {k} leaves no position to predict in a window of {self.seq_len}")
-        if k == 0:
-            return self.initial.expand(prefix.shape[0], -1)
-        with torch.no_grad():
-            alphas = inference.forward(self, prefix).alphas
-            return alphas[-1] @ self.transition_matrix(k - 1)
+        return filtering.state_distribution(self, prefix)
 
     def next_token_log_probs(self, prefix: Tensor) -> Tensor:
-        """``log p(x_{k+1} = v | x_1..x_k)`` as [B, V] for a prefix [B, k]."""
-        states = self.state_distribution(prefix)
-        with torch.no_grad():
-            return (states @ self.emission_matrix(prefix.shape[1]).T).clamp_min(0).log()
+        """``log p(x_{k+1} = v | x_1..x_k)`` as float64 [B, V] for a prefix [B, k]."""
+        return filtering.next_token_log_probs(self, self.state_distribution(prefix), prefix.shape[1])
 
     def sample(self, num_samples: int, length: int | None = None, prefix: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:

@@ -5,7 +5,7 @@ import torch
 from hmmlvd import HMM, HMMConfig
 from hmmlvd.constraints import (ConstraintTables, all_of, complement, constraint_log_prob, intersect,
                                 length_between, none_of, sample_constrained)
-from hmmlvd.constraints.inference import filter_step
+from hmmlvd.hmm import filter_step
 from tests.constraints.references import (brute_constrained_distribution, brute_constraint_prob,
                                           empirical_frequencies, naive_constraint_prob, sequence_probabilities)
 

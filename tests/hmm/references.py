@@ -81,3 +81,24 @@ def log_space_forward_backward(hmm, tokens: torch.Tensor):
                       + (_log_emission(hmm, tokens, t) + log_beta[t]).unsqueeze(1) - log_px.view(-1, 1, 1))
             counts["transitions"][hmm.position_index(t - 1)] += log_xi.exp().sum(0)
     return log_px, counts
+
+
+def log_space_state_distribution(hmm, prefix: torch.Tensor) -> torch.Tensor:
+    """``log p(z_{k+1} | x_1..x_k)`` [B, h] in float64 by the naive logsumexp forward recursion (k may be 0)."""
+    if prefix.shape[1] == 0:
+        return hmm.initial.double().log().expand(prefix.shape[0], -1)
+    log_a = hmm.transition_matrix(prefix.shape[1] - 1).double().log()
+    log_next = torch.logsumexp(_log_alphas(hmm, prefix)[-1].unsqueeze(2) + log_a.unsqueeze(0), dim=1)
+    return log_next - torch.logsumexp(log_next, dim=1, keepdim=True)
+
+
+def log_space_next_token_log_probs(hmm, prefix: torch.Tensor) -> torch.Tensor:
+    """``log p(x_{k+1} = v | x_1..x_k)`` [B, V] in float64, naive logsumexp over hidden states."""
+    log_emission = hmm.emission_matrix(prefix.shape[1]).double().log()                       # [V, h]
+    return torch.logsumexp(log_space_state_distribution(hmm, prefix).unsqueeze(1) + log_emission.unsqueeze(0), dim=2)
+
+
+def brute_next_token_prob(hmm, context: list[int], token: int) -> float:
+    """``p(x_{k+1} = token | x_1..x_k = context)`` as a ratio of two path enumerations."""
+    log_context = brute_force(hmm, context)[0] if context else 0.0
+    return math.exp(brute_force(hmm, context + [token])[0] - log_context)
