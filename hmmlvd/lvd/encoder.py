@@ -135,7 +135,7 @@ class SuffixEncoder:
     def embed_token_ids(self, token_lists: list[list[int]], progress: tqdm | None = None) -> Tensor:
         """Embeddings [len(token_lists), dim] (float32, on CPU) of tokenised texts, in length-sorted batches
         padded by a background thread while the model runs."""
-        out = torch.empty(len(token_lists), self.dim)
+        out = torch.empty(len(token_lists), self.dim, device=self.device)     # one copy to the host at the end
         with torch.inference_mode():
             for rows, ids, mask in _prefetch(self._batches(token_lists)):
                 ids = ids.to(self.device, non_blocking=True)
@@ -144,10 +144,10 @@ class SuffixEncoder:
                     hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
                 weights = mask.to(hidden.dtype).unsqueeze(-1)
                 pooled = (hidden * weights).sum(1) / weights.sum(1)
-                out[rows] = pooled.float().cpu()
+                out[rows.to(self.device)] = pooled.float()
                 if progress is not None:
                     progress.update(len(rows))
-        return out
+        return out.cpu()
 
     def _batches(self, token_lists: list[list[int]]) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
@@ -168,25 +168,39 @@ def _is_punctuation(char: str) -> bool:
 
 
 def _prefetch(batches: Iterator, depth: int = 2) -> Iterator:
-    """Run ``batches`` in a background thread, ``depth`` items ahead of the consumer."""
+    """Run ``batches`` in a background thread, ``depth`` items ahead of the consumer; the thread stops when
+    the consumer does (exhausted, closed or raising)."""
     buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    stop, done = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for item in batches:
-                buffer.put(item)
-            buffer.put(done)
+                if not put(item):
+                    return
+            put(done)
         except BaseException as error:  # re-raised in the consumer
-            buffer.put(error)
+            put(error)
 
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    worker.join()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _padded_batch(token_lists: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:

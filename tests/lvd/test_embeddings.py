@@ -1,4 +1,5 @@
 import shutil
+import threading
 
 import pytest
 import torch
@@ -130,3 +131,19 @@ def test_cache_is_keyed_by_encoder_content_not_path(tiny_encoder, tmp_path):
     _, stats = embed_windows(train, torch.tensor([1, 2]), vocab, SuffixEncoder(copies[1], device="cpu"), "k",
                              cache_dir=tmp_path / "cache", progress=False)
     assert stats.num_suffixes_computed == 16
+
+
+def test_background_batching_stops_with_its_consumer_and_passes_errors_on():
+    from hmmlvd.lvd.encoder import _prefetch
+
+    def failing():
+        yield 1
+        raise RuntimeError("bad batch")
+    with pytest.raises(RuntimeError, match="bad batch"):
+        list(_prefetch(failing()))
+    threads = threading.active_count()
+    items = _prefetch(iter(range(100)), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()                       # the producer, blocked on a full queue, ends instead of hanging
+    assert threading.active_count() == threads
+    assert list(_prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
