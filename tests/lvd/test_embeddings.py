@@ -147,3 +147,14 @@ def test_background_batching_stops_with_its_consumer_and_passes_errors_on():
     items.close()                       # the producer, blocked on a full queue, ends instead of hanging
     assert threading.active_count() == threads
     assert list(_prefetch(iter(range(5)))) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_autocast_embeddings_are_close_to_cpu_fp32(tiny_encoder):
+    vocab, train = wikitext_like_windows()
+    texts = [suffix_texts(train[i].tolist(), vocab, "[UNK]", "[SEP]") for i in range(len(train))]
+    embedded = {device: SuffixEncoder(tiny_encoder, device=device).embed_token_ids(
+        SuffixEncoder(tiny_encoder, device="cpu").suffix_token_ids(texts)) for device in ("cpu", "cuda")}
+    assert embedded["cuda"].dtype == torch.float32 and embedded["cuda"].device.type == "cpu"
+    cosine = torch.nn.functional.cosine_similarity(embedded["cuda"], embedded["cpu"], dim=1)
+    assert cosine.min() > 0.999                                  # fp16 autocast on CUDA, fp32 on the CPU
