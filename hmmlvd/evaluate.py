@@ -4,6 +4,9 @@
   tokens); perplexity = exp(-sum log p(window) / #tokens).
 * ``sliding``: every token predicted from the previous <= seq_len - 1 tokens: the first
   window contributes all its positions, every later stride-1 window its last position.
+
+Under ``torch.distributed`` every rank passes the whole stream, scores its contiguous part of the
+windows, and the log-likelihoods are summed across ranks: every rank returns the same figure.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.windows import chunk_windows
+from .distributed import rank_and_world_size, shard, shard_bounds, sum_across_ranks
 from .hmm import sliding_log_probs
 
 PROTOCOLS = ("chunk", "sliding")
@@ -43,20 +47,42 @@ def _batched_sum(hmm, batches: Tensor, batch_size: int, score, desc: str, progre
     return total
 
 
+def _sliding_part(hmm, stream: Tensor, start: int, stop: int, batch_size: int, progress: bool, desc: str) -> float:
+    """Sum of the sliding-protocol log-probabilities of tokens ``start..stop-1`` (``start`` is 0 or at least
+    ``seq_len``, so the tokens before ``seq_len`` all belong to the part that starts at 0)."""
+    if start >= stop:
+        return 0.0
+    if start == 0:
+        return sliding_log_probs(hmm, stream[:stop], batch_size, progress, desc).sum().item()
+    context = hmm.seq_len - 1        # the first window of the part predicts its last token only
+    return sliding_log_probs(hmm, stream[start - context:stop], batch_size, progress, desc)[context:].sum().item()
+
+
 def log_likelihood(hmm, stream: Tensor, protocol: str, batch_size: int = 1024, progress: bool = True,
                    desc: str = "") -> float:
-    """Total log-likelihood of every token of ``stream`` under ``protocol`` (natural log)."""
+    """Total log-likelihood of every token of ``stream`` under ``protocol`` (natural log), sharded across
+    ranks under ``torch.distributed``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if not isinstance(stream, Tensor) or stream.dim() != 1 or stream.dtype != torch.long or len(stream) == 0:
         raise ValueError("stream must be a non-empty 1-D LongTensor of token ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rank = rank_and_world_size()[0]
+    progress = progress and rank == 0
     if protocol == "chunk":
-        return _batched_sum(hmm, chunk_windows(stream, hmm.seq_len), batch_size,
+        part = _batched_sum(hmm, shard(chunk_windows(stream, hmm.seq_len)), batch_size,
                             lambda normalizers: normalizers.sum(0), desc or "chunk perplexity", progress)
-    with torch.no_grad():
-        return sliding_log_probs(hmm, stream, batch_size, progress, desc or "sliding perplexity").sum().item()
+    else:
+        # contiguous token ranges after the first window; rank 0 also takes the first window
+        head = min(hmm.seq_len, len(stream))
+        first, last = shard_bounds(len(stream) - head)
+        start, stop = (0 if rank == 0 else head + first), head + last
+        with torch.no_grad():
+            part = _sliding_part(hmm, stream, start, stop, batch_size, progress, desc or "sliding perplexity")
+    total = torch.tensor(part, dtype=torch.float64)
+    sum_across_ranks([total])
+    return total.item()
 
 
 def perplexity(hmm, stream: Tensor, protocol: str, split: str = "test", batch_size: int = 1024,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hmmlvd import HMM, HMMConfig
-from hmmlvd.evaluate import log_likelihood, perplexity
+from hmmlvd.evaluate import _sliding_part, log_likelihood, perplexity
 
 SEQ_LEN, STATES, VOCAB = 4, 2, 3
 
@@ -71,3 +71,13 @@ def test_bad_inputs_raise():
         perplexity(hmm, stream().float(), "chunk")
     with pytest.raises(ValueError, match="batch_size"):
         perplexity(hmm, stream(), "chunk", batch_size=0)
+
+
+@pytest.mark.parametrize("length", [3, 11, 40])
+def test_sliding_parts_of_the_stream_add_up_to_the_whole(length):
+    # what each rank scores under torch.distributed: contiguous token ranges, the first one from 0
+    hmm, tokens = tiny_hmm(4), stream(length, seed=5)
+    whole = log_likelihood(hmm, tokens, "sliding", progress=False)
+    cuts = sorted({0, length, *[max(SEQ_LEN, c) for c in (SEQ_LEN, length // 2, length - 1) if c < length]})
+    parts = [_sliding_part(hmm, tokens, start, stop, 3, False, "") for start, stop in zip(cuts, cuts[1:])]
+    assert sum(parts) == pytest.approx(whole, rel=1e-12)

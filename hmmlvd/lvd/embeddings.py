@@ -1,8 +1,11 @@
 """Suffix embeddings of training windows with an on-disk fp16 cache (safetensors shards).
 
-The cache folder is keyed by the encoder, the data (a hash of the token stream plus the
-window length and stride) and holds shards of ``(window_ids, embeddings [m, T, d])``, so a
-rerun, an interrupted run, or a run with another number of states reuses what is there.
+The cache folder is keyed by what the encoder is (a hash of its config, tokenizer and weights, so a copy
+of the same model at another path hits the cache), the data (a hash of the token stream plus the window
+length and stride) and holds shards of ``(window_ids, embeddings [m, T, d])``, so a rerun, an interrupted
+run, or a run with another number of states reuses what is there. Shards are named by their window ids,
+so processes that embed disjoint parts of the windows (one per rank) write one cache that any number of
+processes reads.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from .encoder import SuffixEncoder
 from .text import suffix_texts
 
 CACHE_ENV = "HMMLVD_CACHE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +89,8 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
     """Embeddings [n, T, d] (fp16) of every suffix of ``windows[window_ids]``.
 
     ``data_key`` names the data the window ids index into (e.g. :func:`stream_hash` plus
-    the window length and stride). Missing windows are computed in blocks of
+    the window length and stride). Under ``torch.distributed`` each rank passes its own part of
+    the ids (:func:`hmmlvd.distributed.shard`) and writes its part of the cache. Missing windows are computed in blocks of
     ``block_windows`` and cached after each block, so an interrupted run resumes.
     ``cache_dir=False`` disables the cache.
     """
@@ -95,7 +99,7 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
     length = windows.shape[1]
     cache = None
     if cache_dir is not False:
-        key = {"encoder": encoder.name, "max_length": encoder.max_length, "data": data_key,
+        key = {"encoder": encoder.fingerprint, "max_length": encoder.max_length, "data": data_key,
                "eos_token": encoder.eos_token, "format": FORMAT_VERSION}
         cache = EmbeddingCache(cache_dir or default_cache_dir(), key)
     found, missing = cache.lookup(window_ids) if cache is not None else ({}, window_ids)
@@ -103,9 +107,10 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
                unit="suffix", disable=not progress or len(missing) == 0, smoothing=0.1)
     start = time.perf_counter()
     for block in (missing.split(block_windows) if len(missing) else ()):
-        texts = [text for i in block.tolist()
-                 for text in suffix_texts(windows[i].tolist(), tokenizer, encoder.unk_token, encoder.eos_token)]
-        embedded = encoder.embed(texts, progress=bar).view(len(block), length, -1).to(torch.float16)
+        texts = [suffix_texts(windows[i].tolist(), tokenizer, encoder.unk_token, encoder.eos_token)
+                 for i in block.tolist()]
+        embedded = encoder.embed_token_ids(encoder.suffix_token_ids(texts), progress=bar)
+        embedded = embedded.view(len(block), length, -1).to(torch.float16)
         if cache is not None:
             cache.add(block, embedded)
         found.update(zip(block.tolist(), embedded))
