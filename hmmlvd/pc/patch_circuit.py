@@ -73,8 +73,9 @@ class PatchCircuitConfig:
         return sum(math.prod(shape) for shape, _ in self.parameter_shapes().values())
 
 
-def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator) -> Tensor:
-    values = torch.rand(shape, generator=generator) + 0.05
+def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
+                          dtype: torch.dtype) -> Tensor:
+    values = (torch.rand(shape, generator=generator) + 0.05).to(device, dtype)
     return values / values.sum(dim, keepdim=True)
 
 
@@ -96,7 +97,7 @@ class PatchCircuit:
         self.latent_plan = plan_tree(config.latent_parents, self.device)
         generator = torch.Generator().manual_seed(seed)
         self._dims = {name: dim for name, (_, dim) in config.parameter_shapes().items()}
-        self._params = {name: _random_distributions(shape, dim, generator).to(self.device, dtype)
+        self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
 
