@@ -32,7 +32,7 @@ class PatchCircuitConfig:
 
     num_patches: int
     values_per_patch: int
-    num_clusters: int
+    num_clusters: int = 16
     hidden_size: int = 16
     latent_hidden_size: int | None = None
     num_categories: int = 256
