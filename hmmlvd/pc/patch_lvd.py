@@ -67,7 +67,7 @@ def complete_data(x: Tensor, z: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or not isinstance(z, Tensor) or x.dim() != 3 or tuple(z.shape) != tuple(x.shape[:2]):
         raise ValueError(f"x must be patches [N, P, D] and z assignments [N, P]; got {tuple(getattr(x, 'shape', ()))} "
                          f"and {tuple(getattr(z, 'shape', ()))}")
-    return torch.cat([x.long(), z.long()[..., None]], dim=2)
+    return torch.cat([x.to(torch.int32), z.to(torch.int32)[..., None]], dim=2)
 
 
 def fit_lvd(circuit: PatchCircuit, x: Tensor, z: Tensor, schedule, *, valid: tuple[Tensor, Tensor] | None = None,
