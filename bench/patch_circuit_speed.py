@@ -1,13 +1,14 @@
 """Patch-circuit cost on Fashion-MNIST-shaped random data (P = 49 patches of D = 16 values, 256 categories).
 
-For each (k clusters, hidden size H, tied) it reports the parameter count, the time of one batch of full EM counts
-(forward + backward over every (patch, cluster) sub-circuit), the time of one M-step, the time of one batch of Lemma-1 complete-data counts
-(each patch through its assigned sub-circuit only), and the peak resident memory of a fresh process that builds the
-model and runs both (each configuration runs in its own subprocess so that the peaks are separate).
+For each (k clusters, hidden size H, tied) it reports the parameter count, the time of one batch of full EM
+counts (forward + backward over every (patch, cluster) sub-circuit), one M-step, the time of one batch of
+Lemma-1 complete-data counts (each patch through its assigned sub-circuit only), and the peak resident memory
+of a fresh process that builds the model and runs them (each configuration runs in its own subprocess so that
+the peaks are separate). "EM s/epoch (60k)" is (counts + M-step) per batch times the 60,000 / batch-size
+batches of a Fashion-MNIST epoch.
 
-    PYTHONPATH=. python bench/patch_circuit_speed.py --threads 2 --sizes 16,4,0 16,16,0 32,8,0 64,4,0 64,16,0 16,16,1 64,16,1 256,16,1
-
-"EM s/epoch (60k)" is (counts + M-step) per batch times the 60,000 / batch-size batches of a Fashion-MNIST epoch.
+    PYTHONPATH=. python bench/patch_circuit_speed.py --threads 2 --repeats 1 \
+        --sizes 16,4,0 16,16,0 32,8,0 64,4,0 64,16,0 16,16,1 64,16,1 256,16,1
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def measure(clusters: int, hidden: int, tied: bool, batch_size: int, repeats: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["16,4,0", "16,16,0", "32,8,0", "16,16,1", "64,16,1", "256,16,1"],
-                        help="k,H,tied triples (tied 0/1)")
+    parser.add_argument("--sizes", nargs="+", help="k,H,tied triples (tied 0/1)",
+                        default=["16,4,0", "16,16,0", "32,8,0", "16,16,1", "64,16,1", "256,16,1"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
@@ -88,8 +89,8 @@ def main() -> None:
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         epoch = (result["em_counts_s"] + result["m_step_s"]) * 60000 / args.batch_size
         print(f"| {result['k']} | {result['H']} | {'yes' if result['tied'] else 'no'} | {result['parameters']:,} | "
-              f"{result['em_counts_s']:.2f} | {result['m_step_s']:.2f} | {result['lvd_counts_s']:.3f} | {epoch:.0f} | {result['peak_mib']:.0f} |",
-              flush=True)
+              f"{result['em_counts_s']:.2f} | {result['m_step_s']:.2f} | {result['lvd_counts_s']:.3f} | {epoch:.0f} | "
+              f"{result['peak_mib']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -403,6 +403,7 @@ class PatchCircuit:
         circuit = cls(config, device=device, dtype=dtype, chunk_elements=chunk_elements)
         tensors, _ = load_tensors(directory / "model.safetensors")
         if set(tensors) != set(circuit._params):
-            raise ValueError(f"{directory}/model.safetensors holds {sorted(tensors)}, expected {sorted(circuit._params)}")
+            raise ValueError(f"{directory}/model.safetensors holds {sorted(tensors)}, "
+                             f"expected {sorted(circuit._params)}")
         circuit.set_parameters(tensors)
         return circuit

@@ -20,7 +20,8 @@ def hclt_nodes(parents, hidden, categories, leaf_params, transition_params, root
         named[f"leaf{v}"] = leaf = pc.inputs(offset + v, hidden, categories, leaf_params(v))
         messages = []
         for child in children[v]:
-            named[f"edge{child}"] = pc.summation(built[child], hidden, transition_params(transition_row(parents, child)))
+            weights = transition_params(transition_row(parents, child))
+            named[f"edge{child}"] = pc.summation(built[child], hidden, weights)
             messages.append(named[f"edge{child}"])
         built[v] = pc.multiply(leaf, *messages) if messages else leaf
     named["root"] = pc.summation(built[list(parents).index(-1)], 1, root_params[None])
