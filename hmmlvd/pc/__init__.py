@@ -14,9 +14,13 @@ from .materialize import MaterializedCircuit, materialize
 from .evidence import Evidence, empirical_marginals, soften
 from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes,
                     gaussian_inputs, inputs, multiply, outer_edges, summation, topological_order)
+from .patch_circuit import PatchCircuit, PatchCircuitConfig
+from .patch_lvd import CompleteDataView, LatentDistributionView, fit_latent_distribution, fit_lvd
 from .queries import conditional_marginals, conditional_moments, max_product_assignment, sample
 
 __all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "GaussianInputNodes", "InputNodes",
            "MaterializedCircuit", "Node", "ProductNodes", "SumNodes", "conditional_marginals", "conditional_moments",
            "empirical_marginals", "gaussian_inputs", "inputs", "materialize", "max_product_assignment", "multiply",
            "outer_edges", "sample", "soften", "structures", "summation", "topological_order"]
+__all__ += ["CompleteDataView", "LatentDistributionView", "PatchCircuit", "PatchCircuitConfig",
+            "fit_latent_distribution", "fit_lvd"]

@@ -1,0 +1,409 @@
+"""Patch circuits for images (paper Section 5): ``p(x) = Σ_z p(z_1..z_P) Π_i p(x_i | z_i)``.
+
+``p(Z_1..Z_P)`` is an HCLT over the patch latents (hidden size ``latent_hidden_size``, k by default) whose leaf
+for ``Z_i`` is replaced by the mixture ``Σ_c p(z_i = c | h_i) p(x_i | z_i = c)``; every ``p(X_i | Z_i = c)`` is an
+HCLT over the patch's ``D`` values (hidden size ``hidden_size``), with its own parameters for every (i, c), or
+with ``tied=True`` one shared set of k patch models. All sub-circuits share one value tree, so each tree level
+is one batched GEMM over every (patch, cluster, example). It is one exact, normalised circuit, evaluated in
+log space; the EM methods make ``hmmlvd.em.fit(circuit, x, schedule)`` train it on patches ``x`` [N, P, D].
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..em import ParameterGroup
+from ..io import atomic_write_json, load_tensors, read_json, save_tensors
+from .tree_pass import TreePass, check_tree, downward, plan_tree, sample_categorical, sample_states, upward
+
+MODEL_TYPE = "patch_circuit"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PatchCircuitConfig:
+    """Sizes and trees of a patch circuit. ``value_parents`` (over the D values of a patch) and ``latent_parents``
+    (over the P patch latents) give each node's parent, -1 for the root; ``None`` is a chain."""
+
+    num_patches: int
+    values_per_patch: int
+    num_clusters: int = 16
+    hidden_size: int = 16
+    latent_hidden_size: int | None = None
+    num_categories: int = 256
+    tied: bool = False
+    value_parents: tuple[int, ...] | None = None
+    latent_parents: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.latent_hidden_size is None:
+            object.__setattr__(self, "latent_hidden_size", self.num_clusters)
+        for name in ("num_patches", "values_per_patch", "num_clusters", "hidden_size", "latent_hidden_size",
+                     "num_categories"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.tied, bool):
+            raise ValueError(f"tied must be True or False, got {self.tied!r}")
+        for name, size in (("value_parents", self.values_per_patch), ("latent_parents", self.num_patches)):
+            parents = getattr(self, name)
+            parents = tuple(range(-1, size - 1)) if parents is None else check_tree(parents)
+            if len(parents) != size:
+                raise ValueError(f"{name} must have one entry per node ({size}), got {len(parents)}")
+            object.__setattr__(self, name, parents)
+
+    def parameter_shapes(self) -> dict[str, tuple[tuple[int, ...], int]]:
+        """``{group name: (shape, dim along which it sums to 1)}``."""
+        patches, clusters, latent = self.num_patches, self.num_clusters, self.latent_hidden_size
+        stacks, values, hidden = 1 if self.tied else patches, self.values_per_patch, self.hidden_size
+        return {"latent_root": ((1, latent), 1),
+                "latent_transitions": ((1, patches - 1, latent, latent), 3),
+                "latent_emissions": ((patches, latent, clusters), 2),
+                "patch_root": ((stacks, clusters, hidden), 2),
+                "patch_transitions": ((stacks, clusters, values - 1, hidden, hidden), 4),
+                "patch_emissions": ((stacks, clusters, values, self.num_categories, hidden), 3)}
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(math.prod(shape) for shape, _ in self.parameter_shapes().values())
+
+
+def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
+                          dtype: torch.dtype) -> Tensor:
+    values = (torch.rand(shape, generator=generator) + 0.05).to(device, dtype)
+    return values / values.sum(dim, keepdim=True)
+
+
+class PatchCircuit:
+    """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
+
+    Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory.
+    """
+
+    def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24):
+        if not isinstance(config, PatchCircuitConfig):
+            raise ValueError(f"config must be a PatchCircuitConfig, got {config!r}")
+        if chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
+        self.config, self.device, self.dtype = config, torch.device(device), dtype
+        self.chunk_elements = chunk_elements
+        self.value_plan = plan_tree(config.value_parents, self.device)
+        self.latent_plan = plan_tree(config.latent_parents, self.device)
+        generator = torch.Generator().manual_seed(seed)
+        self._dims = {name: dim for name, (_, dim) in config.parameter_shapes().items()}
+        self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
+                        for name, (shape, dim) in config.parameter_shapes().items()}
+        self._tiny = torch.finfo(dtype).tiny
+
+    # ------------------------------------------------------------------ EMModel protocol
+    def parameter_groups(self) -> dict[str, ParameterGroup]:
+        return {name: ParameterGroup(values, self._dims[name]) for name, values in self._params.items()}
+
+    def set_parameters(self, values: dict[str, Tensor]) -> None:
+        for name, tensor in values.items():
+            if name not in self._params:
+                raise ValueError(f"unknown parameter group {name!r}; known: {sorted(self._params)}")
+            if tensor.shape != self._params[name].shape:
+                raise ValueError(f"{name}: expected shape {tuple(self._params[name].shape)}, got {tuple(tensor.shape)}")
+            self._params[name] = tensor.to(device=self.device, dtype=self.dtype)
+
+    def zero_counts(self) -> dict[str, Tensor]:
+        return {name: torch.zeros_like(values) for name, values in self._params.items()}
+
+    def accumulate_counts(self, batch: Tensor, counts: dict[str, Tensor]) -> Tensor:
+        """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
+        x, results = self.check_patches(batch), []
+        with torch.no_grad():
+            for part in self._chunks(len(x), self._grouped_size()):
+                passed, rows, observed = self._patch_forward(x[part])
+                latent = self._latent_forward(self._to_clusters(passed.log_likelihood, len(x[part])))
+                posterior = self._latent_backward(latent, counts)
+                self._patch_backward(passed, rows, observed, self._from_clusters(posterior), counts)
+                results.append(latent[0].log_likelihood[0])
+        return torch.cat(results)
+
+    def log_likelihood(self, batch: Tensor) -> Tensor:
+        """``log p(x)`` [B] of patches ``batch`` [B, P, D] (``-1`` entries are marginalised)."""
+        return self.latent_log_likelihood(self.cluster_log_likelihoods(batch))
+
+    def expected_counts(self, batch: Tensor) -> dict[str, Tensor]:
+        """Summed flows of ``batch`` for every parameter group, shaped like its parameters."""
+        counts = self.zero_counts()
+        self.accumulate_counts(batch, counts)
+        return counts
+
+    # ------------------------------------------------------------------ queries
+    def cluster_log_likelihoods(self, batch: Tensor) -> Tensor:
+        """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
+        x, results = self.check_patches(batch), []
+        with torch.no_grad():
+            for part in self._chunks(len(x), self._grouped_size()):
+                passed, _, _ = self._patch_forward(x[part])
+                results.append(self._to_clusters(passed.log_likelihood, len(x[part])))
+        return torch.cat(results)
+
+    def latent_log_likelihood(self, cluster_log_likelihoods: Tensor) -> Tensor:
+        """``log p(x)`` [B] from the cluster log-likelihoods [B, P, k] (see :meth:`cluster_log_likelihoods`)."""
+        ll = self._check_cluster_log_likelihoods(cluster_log_likelihoods)
+        with torch.no_grad():
+            return self._latent_forward(ll)[0].log_likelihood[0].clone()
+
+    def accumulate_latent_counts(self, cluster_log_likelihoods: Tensor, counts: dict[str, Tensor]) -> Tensor:
+        """Expected counts of the latent groups only (the patch circuits held fixed); returns ``log p(x)`` [B]."""
+        ll = self._check_cluster_log_likelihoods(cluster_log_likelihoods)
+        with torch.no_grad():
+            latent = self._latent_forward(ll)
+            self._latent_backward(latent, counts)
+            return latent[0].log_likelihood[0].clone()
+
+    def complete_log_likelihood(self, batch: Tensor, assignments: Tensor) -> Tensor:
+        """``log p(x, z)`` [B] of patches [B, P, D] with their cluster assignments [B, P] (Lemma 1)."""
+        return self.accumulate_complete_counts(batch, assignments, None)
+
+    def accumulate_complete_counts(self, batch: Tensor, assignments: Tensor,
+                                   counts: dict[str, Tensor] | None) -> Tensor:
+        """The complete-data counts of ``(x, z)``: each patch feeds only its own (i, z_i) sub-circuit and ``p(Z)``
+        sees the assignments. Adds them into ``counts`` (when given); returns ``log p(x, z)`` [B]."""
+        x, z = self.check_patches(batch), self._check_assignments(assignments, len(batch))
+        per_example = self.config.num_patches * self.config.values_per_patch * self.config.hidden_size ** 2
+        results = []
+        with torch.no_grad():
+            for part in self._chunks(len(x), per_example):
+                patches = self._assigned_forward(x[part], z[part])
+                latent = self._observed_latent_forward(z[part])
+                if counts is not None:
+                    self._observed_latent_backward(latent, z[part], counts)
+                    self._assigned_backward(patches, counts)
+                per_patch = patches[0].log_likelihood.view(len(x[part]), -1)
+                results.append(latent.log_likelihood[0] + per_patch.sum(1))
+        return torch.cat(results)
+
+    def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Samples [num_samples, P, D] of patch values."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        shape = (num_samples, self.config.num_patches, self.config.values_per_patch)
+        return self.conditional_sample(torch.full(shape, -1, dtype=torch.long), generator=generator)
+
+    def conditional_sample(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Inpainting: the ``-1`` entries of ``batch`` [B, P, D] drawn exactly from p(missing | observed)."""
+        x, results = self.check_patches(batch), []
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        config = self.config
+        log_emissions = self._params["latent_emissions"].clamp_min(self._tiny).log()          # [P, Ht, k]
+        with torch.no_grad():
+            for part in self._chunks(len(x), self._grouped_size()):
+                chunk = x[part]
+                cluster_ll = self._to_clusters(self._patch_forward(chunk)[0].log_likelihood, len(chunk))
+                latent = self._latent_forward(cluster_ll)
+                hidden = sample_states(self.latent_plan, latent[0], self._params["latent_transitions"],
+                                       self._params["latent_root"], generator)[0]                # [P, B]
+                rows = torch.gather(log_emissions, 1, hidden[..., None].expand(-1, -1, config.num_clusters))
+                z = sample_categorical(rows + cluster_ll.transpose(0, 1), generator).T               # [B, P]
+                passed, groups, _, observed, transitions, root = self._assigned_forward(chunk, z)
+                states = sample_states(self.value_plan, passed, transitions, root, generator)[:, :, 0]   # [C, D]
+                column, variable = (~observed).nonzero(as_tuple=True)
+                table = self._params["patch_emissions"].view(-1, config.num_categories, config.hidden_size)
+                logits = table[groups[column] * config.values_per_patch + variable, :, states[column, variable]]
+                values = chunk.reshape(-1, config.values_per_patch).clone()
+                values[column, variable] = sample_categorical(logits.clamp_min(self._tiny).log(), generator)
+                results.append(values.view_as(chunk))
+        return torch.cat(results)
+
+    # ------------------------------------------------------------------ validation
+    def check_patches(self, batch: Tensor) -> Tensor:
+        """``batch`` on the circuit's device as a LongTensor, after checking shape [B, P, D] and ids."""
+        shape = (self.config.num_patches, self.config.values_per_patch)
+        if (not isinstance(batch, Tensor) or batch.dtype.is_floating_point or batch.dtype == torch.bool
+                or batch.dim() != 3 or tuple(batch.shape[1:]) != shape or len(batch) == 0):
+            raise ValueError(f"patches must be a non-empty integer tensor [B, {shape[0]}, {shape[1]}] (patch values in "
+                             f"patch order, -1 = missing), got {getattr(batch, 'dtype', type(batch))} "
+                             f"{tuple(getattr(batch, 'shape', ()))}")
+        if bool((batch < -1).any()) or bool((batch >= self.config.num_categories).any()):
+            raise ValueError(f"patch values must be in [0, {self.config.num_categories}) or -1 for missing")
+        return batch.to(self.device, torch.long)
+
+    def _check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
+        if (not isinstance(assignments, Tensor) or assignments.dtype.is_floating_point
+                or tuple(assignments.shape) != (batch_size, self.config.num_patches)):
+            raise ValueError(f"assignments must be an integer tensor [{batch_size}, {self.config.num_patches}], got "
+                             f"{tuple(getattr(assignments, 'shape', ()))}")
+        if bool((assignments < 0).any()) or bool((assignments >= self.config.num_clusters).any()):
+            raise ValueError(f"assignments must be cluster ids in [0, {self.config.num_clusters})")
+        return assignments.to(self.device, torch.long)
+
+    def _check_cluster_log_likelihoods(self, values: Tensor) -> Tensor:
+        shape = (self.config.num_patches, self.config.num_clusters)
+        if not isinstance(values, Tensor) or values.dim() != 3 or tuple(values.shape[1:]) != shape:
+            raise ValueError(f"cluster log-likelihoods must be a float tensor [B, {shape[0]}, {shape[1]}], got "
+                             f"{tuple(getattr(values, 'shape', ()))}")
+        return values.to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ passes
+    def _chunks(self, count: int, per_example: int) -> list[slice]:
+        step = max(1, self.chunk_elements // max(per_example, 1))
+        return [slice(start, start + step) for start in range(0, count, step)]
+
+    def _grouped_size(self) -> int:
+        config = self.config
+        return config.num_patches * config.num_clusters * config.values_per_patch * config.hidden_size
+
+    def _stacks(self) -> int:
+        return 1 if self.config.tied else self.config.num_patches
+
+    def _patch_views(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Root [G, H], transitions [G, D-1, H, H] and emission rows [G·D·K, H] of the G = stacks·k sub-circuits."""
+        hidden = self.config.hidden_size
+        groups = self._stacks() * self.config.num_clusters
+        return (self._params["patch_root"].view(groups, hidden),
+                self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
+                self._params["patch_emissions"].view(-1, hidden))
+
+    def _to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
+        """[G, M] values of every sub-circuit and column -> [B, P, k]."""
+        patches, clusters = self.config.num_patches, self.config.num_clusters
+        if self.config.tied:
+            return per_group.view(clusters, patches, batch_size).permute(2, 1, 0)
+        return per_group.view(patches, clusters, batch_size).permute(2, 0, 1)
+
+    def _from_clusters(self, values: Tensor) -> Tensor:
+        """[B, P, k] -> [G, M] (the inverse of :meth:`_to_clusters`)."""
+        batch_size, patches, clusters = values.shape
+        if self.config.tied:
+            return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
+        return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
+
+    def _patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor]:
+        """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples."""
+        config, stacks = self.config, self._stacks()
+        values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
+        if config.tied:
+            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # column i·B + b
+        else:
+            columns = x.permute(1, 2, 0).reshape(stacks, 1, values, -1)                   # [P, 1, D, B]
+        width = columns.shape[-1]
+        root, transitions, table = self._patch_views()
+        base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
+        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
+        observed = columns >= 0
+        leaf = table.index_select(0, rows).view(stacks, clusters, values, width, hidden)
+        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[..., None], 0.0)
+        passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
+        return passed, rows, observed
+
+    def _patch_backward(self, passed: TreePass, rows: Tensor, observed: Tensor, root_flows: Tensor,
+                        counts: dict[str, Tensor]) -> None:
+        root, transitions, _ = self._patch_views()
+        flows = downward(self.value_plan, passed, transitions, root, root_flows,
+                         transition_counts=counts["patch_transitions"].view(transitions.shape),
+                         root_counts=counts["patch_root"].view(root.shape))
+        stacks, hidden = self._stacks(), self.config.hidden_size
+        flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:]).masked_fill_(~observed[..., None], 0.0)
+        counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+
+    def _latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
+        """The HCLT over the latents, its leaf for Z_i being the mixture over clusters of the patch likelihoods."""
+        emissions = self._params["latent_emissions"]                                         # [P, Ht, k]
+        per_patch = cluster_ll.transpose(0, 1)                                               # [P, B, k]
+        shift = per_patch.amax(-1, keepdim=True)
+        probs = torch.exp(per_patch - shift)
+        sums = torch.matmul(probs, emissions.transpose(1, 2)).clamp_min_(self._tiny)         # [P, B, Ht]
+        passed = upward(self.latent_plan, (sums.log() + shift)[None], self._params["latent_transitions"],
+                        self._params["latent_root"])
+        return passed, probs, sums
+
+    def _latent_backward(self, latent: tuple[TreePass, Tensor, Tensor], counts: dict[str, Tensor]) -> Tensor:
+        """Adds the latent counts; returns the posterior p(z_i = c | x) as [B, P, k]."""
+        passed, probs, sums = latent
+        emissions = self._params["latent_emissions"]
+        ones = torch.ones_like(passed.log_likelihood)
+        flows = downward(self.latent_plan, passed, self._params["latent_transitions"], self._params["latent_root"],
+                         ones, transition_counts=counts["latent_transitions"], root_counts=counts["latent_root"])
+        ratio = flows[0] / sums                                                              # [P, B, Ht]
+        counts["latent_emissions"] += emissions * torch.matmul(ratio.transpose(1, 2), probs)
+        return (probs * torch.matmul(ratio, emissions)).transpose(0, 1)
+
+    def _assigned_forward(self, x: Tensor, z: Tensor):
+        """Each column (example, patch), b-major, through its own assigned sub-circuit only."""
+        config = self.config
+        values, hidden = config.values_per_patch, config.hidden_size
+        groups = z.reshape(-1) if config.tied else (z + torch.arange(config.num_patches, device=self.device)
+                                                    * config.num_clusters).reshape(-1)                  # [C]
+        flat = x.reshape(-1, values)                                                                      # [C, D]
+        root, transitions, table = self._patch_views()
+        variables = torch.arange(values, device=self.device)
+        rows = ((groups[:, None] * values + variables) * config.num_categories + flat.clamp_min(0)).reshape(-1)
+        observed = flat >= 0
+        leaf = table.index_select(0, rows).view(len(flat), values, 1, hidden)
+        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[:, :, None, None], 0.0)
+        transitions, root = transitions.index_select(0, groups), root.index_select(0, groups)
+        return upward(self.value_plan, leaf, transitions, root), groups, rows, observed, transitions, root
+
+    def _assigned_backward(self, patches, counts: dict[str, Tensor]) -> None:
+        passed, groups, rows, observed, transitions, root = patches
+        transition_counts, root_counts = torch.zeros_like(transitions), torch.zeros_like(root)
+        flows = downward(self.value_plan, passed, transitions, root, torch.ones_like(passed.log_likelihood),
+                         transition_counts=transition_counts, root_counts=root_counts)
+        own_root, own_transitions, _ = self._patch_views()
+        counts["patch_transitions"].view(own_transitions.shape).index_add_(0, groups, transition_counts)
+        counts["patch_root"].view(own_root.shape).index_add_(0, groups, root_counts)
+        hidden = self.config.hidden_size
+        flows = flows.masked_fill_(~observed[:, :, None, None], 0.0)
+        counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+
+    def _observed_latent_forward(self, z: Tensor) -> TreePass:
+        """The HCLT over the latents with every Z_i observed."""
+        log_emissions = self._params["latent_emissions"].clamp_min(self._tiny).log().transpose(1, 2)   # [P, k, Ht]
+        per_patch = z.T[..., None].expand(-1, -1, self.config.latent_hidden_size)                    # [P, B, Ht]
+        leaf = torch.gather(log_emissions, 1, per_patch)
+        return upward(self.latent_plan, leaf[None].contiguous(), self._params["latent_transitions"],
+                      self._params["latent_root"])
+
+    def _observed_latent_backward(self, passed: TreePass, z: Tensor, counts: dict[str, Tensor]) -> None:
+        flows = downward(self.latent_plan, passed, self._params["latent_transitions"], self._params["latent_root"],
+                         torch.ones_like(passed.log_likelihood), transition_counts=counts["latent_transitions"],
+                         root_counts=counts["latent_root"])[0]                                   # [P, B, Ht]
+        index = z.T[:, None, :].expand(-1, self.config.latent_hidden_size, -1)                    # [P, Ht, B]
+        counts["latent_emissions"].scatter_add_(2, index, flows.transpose(1, 2))
+
+    # ------------------------------------------------------------------ size and storage
+    @property
+    def num_parameters(self) -> int:
+        return sum(values.numel() for values in self._params.values())
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``."""
+        directory = Path(directory)
+        save_tensors(directory / "model.safetensors", self._params, {"model_type": MODEL_TYPE})
+        atomic_write_json(directory / "config.json",
+                          {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **asdict(self.config)})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24) -> "PatchCircuit":
+        """Load a circuit written by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        stored = read_json(directory / "config.json")
+        if not isinstance(stored, dict) or stored.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{directory}/config.json is not a saved patch circuit (model_type {MODEL_TYPE!r})")
+        if stored.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory} holds patch-circuit format {stored.get('format_version')!r}; this version "
+                             f"of hmmlvd reads format {FORMAT_VERSION}")
+        fields = {key: value for key, value in stored.items() if key not in ("model_type", "format_version")}
+        try:
+            config = PatchCircuitConfig(**fields)
+        except TypeError as error:
+            raise ValueError(f"{directory}/config.json has unexpected fields: {error}") from None
+        circuit = cls(config, device=device, dtype=dtype, chunk_elements=chunk_elements)
+        tensors, _ = load_tensors(directory / "model.safetensors")
+        if set(tensors) != set(circuit._params):
+            raise ValueError(f"{directory}/model.safetensors holds {sorted(tensors)}, "
+                             f"expected {sorted(circuit._params)}")
+        circuit.set_parameters(tensors)
+        return circuit
