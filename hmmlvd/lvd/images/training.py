@@ -112,16 +112,10 @@ def _generator(seed: int, index: int) -> torch.Generator:
 
 
 def _new_teacher(config: TeacherConfig, images: Tensor) -> Teacher:
-    """A freshly initialised ViT-MAE (seeded by ``config.seed``, without touching the global RNG) with the
-    per-channel pixel mean and std of ``images``."""
-    from transformers import ViTMAEForPreTraining
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = ViTMAEForPreTraining(config.vit_mae_config())
+    """A freshly initialised teacher with the per-channel pixel mean and std of ``images``."""
     scaled = images.transpose(0, 1).reshape(config.num_channels, -1).double() / 255.0
     mean, std = scaled.mean(1), scaled.std(1).clamp_min(1e-3)
-    return Teacher(model, tuple(mean.tolist()), tuple(std.tolist()), config, TeacherHistory())
+    return Teacher.initialise(config, tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def _learning_rate(config: TeacherConfig, step: int, total_steps: int) -> float:

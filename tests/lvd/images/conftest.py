@@ -23,11 +23,7 @@ def random_images(count: int, seed: int = 0, size: int = 8) -> torch.Tensor:
 @pytest.fixture
 def tiny_teacher() -> Teacher:
     """An untrained (seeded) tiny teacher: enough to test which patches the encoder sees."""
-    from transformers import ViTMAEForPreTraining
-
-    torch.manual_seed(0)
-    model = ViTMAEForPreTraining(tiny_config(num_layers=2).vit_mae_config())
-    return Teacher(model, (0.5,), (0.25,))
+    return Teacher.initialise(tiny_config(num_layers=2), (0.5,), (0.25,))
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,10 @@
 import json
+import math
 
 import pytest
 import torch
 
-from hmmlvd.lvd.images import Teacher, TeacherConfig, train_teacher
+from hmmlvd.lvd.images import Teacher, TeacherConfig, sincos_positions, train_teacher
 from hmmlvd.lvd.images import training
 
 from .conftest import random_images, tiny_config
@@ -21,9 +22,10 @@ def states_equal(first: Teacher, second: Teacher) -> bool:
 
 
 def test_tiny_mae_loss_falls(tmp_path):
-    teacher = train_teacher(constant_images(256), tiny_config(epochs=3), cache_dir=tmp_path, progress=False)
+    config = tiny_config(epochs=4, batch_size=8, learning_rate=1e-2)
+    teacher = train_teacher(constant_images(256), config, cache_dir=tmp_path, progress=False)
     losses = teacher.history.step_losses
-    assert len(losses) == 3 * 16 and len(teacher.history.epoch_losses) == 3
+    assert len(losses) == 4 * 32 and len(teacher.history.epoch_losses) == 4
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
     assert teacher.history.epoch_losses[-1] < teacher.history.epoch_losses[0]
 
@@ -101,8 +103,8 @@ def test_pixel_normalisation_uses_training_mean_and_std(tmp_path):
 def test_from_pretrained_loads_any_saved_vit_mae_folder(tmp_path):
     from transformers import ViTMAEForPreTraining
 
-    torch.manual_seed(0)
-    model = ViTMAEForPreTraining(tiny_config().vit_mae_config()).eval()
+    model = Teacher.initialise(tiny_config(), (0.5,), (0.5,)).model      # a plain ViTMAEForPreTraining
+    assert type(model) is ViTMAEForPreTraining
     model.save_pretrained(tmp_path)
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.25], "image_std": [0.5]}))
     teacher = Teacher.from_pretrained(tmp_path)
@@ -138,7 +140,9 @@ def test_bad_config_and_inputs_raise_clear_errors(tmp_path, tiny_teacher):
     with pytest.raises(ValueError, match="positive integers"):
         TeacherConfig(epochs=0)
     with pytest.raises(ValueError, match="head counts"):
-        TeacherConfig(hidden_size=30, num_heads=4)
+        TeacherConfig(hidden_size=24, num_heads=5)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        TeacherConfig(hidden_size=30, num_heads=3)
     with pytest.raises(ValueError, match="no number of masked patches"):
         TeacherConfig(image_size=4, patch_size=2, mask_ratio_range=(0.3, 0.45))
     with pytest.raises(ValueError, match="uint8"):
@@ -157,3 +161,28 @@ def test_bad_config_and_inputs_raise_clear_errors(tmp_path, tiny_teacher):
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="must be a ViT-MAE"):
         Teacher.from_pretrained(tmp_path / "bert")
+
+
+def test_sincos_positions_follow_the_formula_and_tell_patches_apart():
+    table = sincos_positions(3, 8)                                   # 9 patches, dims: row sin·2, cos·2, column ...
+    assert table.shape == (10, 8) and not table[0].any()
+    row, column = divmod(5, 3)                                       # patch 5 is at (1, 2)
+    expected = [math.sin(row), math.sin(row / 100), math.cos(row), math.cos(row / 100),
+                math.sin(column), math.sin(column / 100), math.cos(column), math.cos(column / 100)]
+    assert table[1 + 5].tolist() == pytest.approx(expected, abs=1e-6)
+    assert len({tuple(r) for r in table.tolist()}) == 10
+
+
+def test_initialised_teacher_sees_positions_and_warns_about_zero_position_tables(tiny_teacher):
+    from transformers import ViTMAEForPreTraining
+
+    assert tiny_teacher.model.vit.embeddings.position_embeddings.abs().sum() > 0
+    assert tiny_teacher.model.decoder.decoder_pos_embed.abs().sum() > 0
+    flat = torch.full((1, 1, 8, 8), 100, dtype=torch.uint8)          # the same content in every patch
+    first, second = (tiny_teacher.encode(flat, torch.tensor([[patch]]))[0, 0] for patch in (0, 5))
+    assert (first - second).abs().max() > 1e-3
+    model = ViTMAEForPreTraining(tiny_config().vit_mae_config())
+    with torch.no_grad():
+        model.vit.embeddings.position_embeddings.zero_()
+    with pytest.warns(RuntimeWarning, match="position embeddings are all zero"):
+        Teacher(model, (0.5,), (0.5,))
