@@ -63,7 +63,7 @@ def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     folder = Path(cache_dir or default_teacher_cache()) / teacher_key(config, images)
     if (folder / FINAL_FOLDER / "config.json").is_file():
-        return Teacher.from_pretrained(folder / FINAL_FOLDER)
+        return Teacher.from_pretrained(folder / FINAL_FOLDER).to(device or "cpu")
     teacher = _new_teacher(config, images)
     teacher.to(device or "cpu")
     optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=config.learning_rate,
@@ -77,9 +77,11 @@ def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir
     teacher.model.train()
     bar = tqdm(total=total_steps, initial=step, desc="MAE teacher", unit="step", disable=not progress)
     started = time.perf_counter() - teacher.history.seconds
+    order, order_epoch = None, -1
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(images), generator=_generator(config.seed, epoch))
+        if epoch != order_epoch:
+            order, order_epoch = torch.randperm(len(images), generator=_generator(config.seed, epoch)), epoch
         batch = images[order[position * config.batch_size:(position + 1) * config.batch_size]]
         loss, masked = _training_step(teacher, optimizer, batch, step, total_steps)
         teacher.history.step_losses.append(loss)
