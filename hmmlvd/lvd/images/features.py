@@ -44,7 +44,8 @@ class PatchContext:
                 raise ValueError(f"visible_sets[{patch}] must start with {patch} and hold distinct patches, "
                                  f"got {visible}")
             if min(visible) < 0 or max(visible) >= len(self.visible_sets):
-                raise ValueError(f"visible_sets[{patch}]={visible} names a patch outside 0..{len(self.visible_sets) - 1}")
+                raise ValueError(f"visible_sets[{patch}]={visible} names a patch outside "
+                                 f"0..{len(self.visible_sets) - 1}")
 
     @property
     def num_patches(self) -> int:

@@ -25,9 +25,9 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class TeacherConfig:
     """Sizes and training settings of the teacher. The defaults train on Fashion-MNIST (60,000 images of 28×28,
-    4×4 patches) in about 7 minutes on a 2-core CPU (430 s measured). ``mask_ratio_range``: the masked fraction of every step is
-    drawn uniformly from it (paper App. B.2). The learning rate warms up linearly over ``warmup_fraction`` of
-    the steps, then follows a cosine decay to zero."""
+    4×4 patches) in about 7 minutes on a 2-core CPU (430 s measured). ``mask_ratio_range``: the masked fraction
+    of every step is drawn uniformly from it (paper App. B.2). The learning rate warms up linearly over
+    ``warmup_fraction`` of the steps, then follows a cosine decay to zero."""
 
     image_size: int = 28
     num_channels: int = 1
