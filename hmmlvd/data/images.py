@@ -175,5 +175,6 @@ def _digits(split: str) -> ImageSet:
 
 
 def _image_set(name: str, images: np.ndarray, labels: np.ndarray) -> ImageSet:
-    return ImageSet(name, torch.from_numpy(np.array(images, dtype=np.uint8)),
-                    torch.from_numpy(np.array(labels, dtype=np.int64)), 256)
+    """Copies only where needed (read-only IDX buffers); concatenated batches are wrapped as they are."""
+    return ImageSet(name, torch.from_numpy(np.require(images, np.uint8, ["C", "W"])),
+                    torch.from_numpy(np.require(labels, np.int64, ["C", "W"])), 256)
