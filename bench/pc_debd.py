@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hmmlvd import em, pc
-from hmmlvd.pc.datasets import debd_dir, load_debd
+from hmmlvd.data.debd import debd_dir, load_debd
 from hmmlvd.pc.structures import hclt
 from pc_common import add_em_arguments, describe_em, mini_then_full_batch_em
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 from hmmlvd import em, pc
-from hmmlvd.pc.datasets import load_fashion_mnist
+from hmmlvd.data import load_images
 from hmmlvd.pc.structures import hclt
 from pc_common import add_em_arguments, describe_em, mini_then_full_batch_em
 
@@ -48,11 +48,13 @@ def main() -> None:
     add_em_arguments(parser, minibatch_epochs=3, fullbatch_epochs=1)
     parser.add_argument("--mi-bins", type=int, default=8)
     parser.add_argument("--time-only", action="store_true", help="build and time one epoch; skip EM and the test")
-    parser.add_argument("--root", default=None, help="folder with the IDX files (default: Debian's)")
+    parser.add_argument("--root", default=None,
+                        help="folder with the IDX files (default $HMMLVD_FASHION_MNIST, then Debian's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_fashion_mnist(args.root)
-    train, test = data["train"][0][:args.train_size], data["test"][0][:args.test_size]
+    train, test = (load_images("fashion-mnist", args.root, split).images.flatten(1).long()
+                   for split in ("train", "test"))
+    train, test = train[:args.train_size], test[:args.test_size]
     print(f"Fashion-MNIST: the first {len(train)} training images, test {len(test)}, {describe_em(args)}")
     print(f"{'k':>4} {'params':>10} {'build s':>8} {'fwd+bwd s/epoch':>16} {'(per 60k)':>10} "
           f"{'train s':>8} {'test bpd':>9}")
