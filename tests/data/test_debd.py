@@ -35,8 +35,11 @@ def test_debd_has_no_default_folder(monkeypatch):
     assert debd_dir("somewhere") == Path("somewhere")
 
 
-@pytest.mark.skipif(not (Path(os.environ.get(DEBD_ENV, "/nonexistent")) / "nltcs.train.data.xz").is_file(),
+REAL = Path(os.environ.get(DEBD_ENV, Path(__file__).resolve().parents[3] / "shared" / "data" / "debd"))
+
+
+@pytest.mark.skipif(not (REAL / "nltcs.train.data.xz").is_file(),
                     reason=f"DEBD not found (set ${DEBD_ENV} to the folder with nltcs.*.data.xz)")
 def test_real_debd_nltcs_shapes():
-    data = load_debd("nltcs")
+    data = load_debd("nltcs", REAL)
     assert [tuple(data[s].shape) for s in ("train", "valid", "test")] == [(16181, 16), (2157, 16), (3236, 16)]
