@@ -11,6 +11,7 @@ from hmmlvd.cli import generate as generate_cli
 from hmmlvd.cli import score as score_cli
 from hmmlvd.constraints import all_of
 from hmmlvd.data.tokenizers import SentencePieceTokenizer
+from hmmlvd.data import vocab as vocab_module
 from hmmlvd.lm import LanguageModel
 from tests.constraints.references import empirical_frequencies, sequence_probabilities
 
@@ -238,7 +239,6 @@ def test_generate_command(saved_model, capsys):
 
 
 def test_word_vocabulary_model_round_trip(tmp_path):
-    vocab_module = pytest.importorskip("hmmlvd.data.vocab")
     vocab = vocab_module.Vocab.from_corpus(CORPUS)
     lm = LanguageModel(HMM.random(HMMConfig(num_states=4, vocab_size=vocab.vocab_size, seq_len=8), seed=1), vocab)
     lm.save_pretrained(tmp_path)
