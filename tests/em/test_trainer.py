@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hmmlvd import HMM, HMMConfig
-from hmmlvd.em import Constant, LinearAnneal, fit, mean_log_likelihood
+from hmmlvd.em import Constant, LinearAnneal, TwoPhase, apply_m_step, fit, mean_log_likelihood
+from hmmlvd.em import trainer
 
 CONFIG = HMMConfig(num_states=4, vocab_size=6, seq_len=8)
 
@@ -86,3 +87,35 @@ def test_fit_validates_arguments(tmp_path):
         fit(hmm, _data(10), Constant(), pseudocount=-1.0, progress=False)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         fit(hmm, _data(10), Constant(), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("schedule, batch_size, full_batch", [
+    (LinearAnneal(0.9, 0.05, epochs=3), 48, False),        # annealed inside every epoch; last batch is short
+    (TwoPhase(2, 0.7, 2, 0.15), 64, False),
+    (LinearAnneal(0.8, 0.2, epochs=4), 64, True),
+])
+def test_fit_applies_exactly_the_schedules_step_sizes(monkeypatch, schedule, batch_size, full_batch):
+    data = _data(200)
+    applied = []
+
+    def recording_m_step(groups, counts, **kwargs):
+        applied.append(kwargs["step_size"])
+        return apply_m_step(groups, counts, **kwargs)
+
+    monkeypatch.setattr(trainer, "apply_m_step", recording_m_step)
+    history = fit(HMM.random(CONFIG, seed=4), data, schedule, batch_size=batch_size, full_batch=full_batch,
+                  progress=False)
+    steps = 1 if full_batch else -(-len(data) // batch_size)
+    # independent reference: the schedule's formula written out per update
+    if isinstance(schedule, LinearAnneal):
+        total = schedule.epochs * steps - 1
+        expected = [schedule.start + (schedule.end - schedule.start) * min((e * steps + s) / max(total, 1), 1.0)
+                    for e in range(schedule.epochs) for s in range(steps)]
+    else:
+        expected = [schedule.phase1_step_size if e < schedule.phase1_epochs else schedule.phase2_step_size
+                    for e in range(schedule.num_epochs) for _ in range(steps)]
+    assert applied == pytest.approx(expected, rel=1e-12, abs=0)
+    if not full_batch:
+        assert len(set(applied[:steps])) == steps or isinstance(schedule, TwoPhase)   # it moves within an epoch
+    assert history.step_sizes == pytest.approx([expected[(e + 1) * steps - 1] for e in range(schedule.num_epochs)],
+                                               rel=1e-12, abs=0)
