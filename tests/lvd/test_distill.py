@@ -1,10 +1,9 @@
+"""LVD: the seeded subsample, and the central claim (an LVD init beats a random one at equal EM budget)."""
 import pytest
 import torch
 
-from hmmlvd import HMM
-from hmmlvd.data import Vocab, windows
-from hmmlvd.lvd import DistillConfig, KMeansConfig, SuffixEncoder, cluster_positions, distill, embed_windows
-from hmmlvd.lvd import select_windows
+from hmmlvd import HMM, HMMConfig, em
+from hmmlvd.lvd import DistillConfig, distill, select_windows
 
 
 def test_select_windows_is_seeded_and_nested():
@@ -19,21 +18,57 @@ def test_config_rejects_fewer_windows_than_states():
         DistillConfig(num_states=16, num_windows=8)
 
 
-def test_distill_is_the_closed_form_fit_of_the_cluster_assignments(tiny_encoder, tmp_path):
-    lines = [" ".join(f"w{(i * 5 + j) % 17}" for j in range(i % 11)) for i in range(80)]
-    vocab = Vocab.from_corpus(lines)
-    stream = torch.tensor([i for line in lines for i in vocab.encode_line(line)])
-    train = windows(stream, 8, 8)
-    config = DistillConfig(num_states=3, num_windows=20, encoder=tiny_encoder, kmeans_iterations=10,
-                           cache_dir=str(tmp_path))
-    hmm, stats = distill(train, vocab, config, "key", progress=False)
-    assert stats.num_windows == 20 and stats.embedding.num_suffixes_computed == 160
-    # independent recomputation: the same subsample, embeddings (now cached) and K-means
-    ids = select_windows(len(train), 20, 0)
-    embedded, again = embed_windows(train, ids, vocab, SuffixEncoder(tiny_encoder), "key", cache_dir=tmp_path,
-                                    progress=False)
-    assert again.num_suffixes_computed == 0
-    states, _ = cluster_positions(embedded, KMeansConfig(3, 10, 0), progress=False)
-    expected = HMM.from_complete_data(train[ids], states, 3, vocab.vocab_size, pseudocount=0.1)
-    for name in ("initial", "transitions", "emissions"):
-        assert torch.allclose(getattr(hmm, name), getattr(expected, name), atol=1e-6)
+# A planted corpus: a known non-homogeneous HMM whose state s emits mostly the words of block s
+# ("s2w0", "s2w1", ...). The teacher reads the block of a suffix's first word: a cheap, deterministic
+# stand-in for the sentence encoder that reveals the hidden state (up to the emission noise).
+NUM_STATES, WORDS_PER_STATE, SEQ_LEN, NOISE = 4, 3, 8, 0.15
+
+
+class BlockWords:
+    vocab_size = NUM_STATES * WORDS_PER_STATE
+
+    def id_to_word(self, token):
+        return f"s{token // WORDS_PER_STATE}w{token % WORDS_PER_STATE}"
+
+
+class BlockTeacher:
+    """Embeds a suffix as the one-hot block of its first word."""
+
+    name, max_length, unk_token, eos_token = "block-teacher", 128, "<unk>", "<eos>"
+
+    def embed(self, texts, progress=None):
+        blocks = torch.tensor([int(text.split()[0][1:].split("w")[0]) for text in texts])
+        if progress is not None:
+            progress.update(len(texts))
+        return torch.nn.functional.one_hot(blocks, NUM_STATES).float()
+
+
+def planted_hmm():
+    generator = torch.Generator().manual_seed(11)
+    config = HMMConfig(NUM_STATES, BlockWords.vocab_size, SEQ_LEN)
+    transitions = torch.rand(SEQ_LEN - 1, NUM_STATES, NUM_STATES, generator=generator) + 2 * torch.eye(NUM_STATES)
+    in_block = torch.rand(SEQ_LEN, NUM_STATES, WORDS_PER_STATE, generator=generator) + 0.2
+    emissions = torch.full((SEQ_LEN, NUM_STATES, BlockWords.vocab_size), NOISE / BlockWords.vocab_size)
+    for state in range(NUM_STATES):
+        block = slice(state * WORDS_PER_STATE, (state + 1) * WORDS_PER_STATE)
+        emissions[:, state, block] += (1 - NOISE) * in_block[:, state] / in_block[:, state].sum(-1, keepdim=True)
+    return HMM(config, torch.full((NUM_STATES,), 1 / NUM_STATES), transitions / transitions.sum(-1, keepdim=True),
+               emissions.transpose(1, 2).contiguous())
+
+
+def test_lvd_init_beats_random_init_after_the_same_em_budget(tmp_path):
+    truth = planted_hmm()
+    train = truth.sample(600, generator=torch.Generator().manual_seed(0))
+    held_out = truth.sample(400, generator=torch.Generator().manual_seed(1))
+    config = DistillConfig(num_states=NUM_STATES, num_windows=300, kmeans_iterations=10, cache_dir=str(tmp_path))
+    lvd, stats = distill(train, BlockWords(), config, "planted", encoder=BlockTeacher(), progress=False)
+    assert stats.num_windows == 300 and stats.embedding.num_suffixes_computed == 300 * SEQ_LEN
+    random = HMM.random(HMMConfig(NUM_STATES, BlockWords.vocab_size, SEQ_LEN), seed=0)
+    scores = {}
+    for name, hmm in (("lvd", lvd), ("random", random)):
+        em.fit(hmm, train, em.Constant(1.0, epochs=3), full_batch=True, batch_size=600, pseudocount=0.1,
+               progress=False)
+        scores[name] = em.mean_log_likelihood(hmm, held_out, 400, hmm.device)
+    ceiling = em.mean_log_likelihood(truth, held_out, 400, truth.device)
+    assert scores["lvd"] > scores["random"] + 0.5, scores            # nats per window
+    assert scores["lvd"] > ceiling - 0.6, (scores, ceiling)          # and near the planted model (-18.15)
