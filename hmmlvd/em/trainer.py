@@ -119,26 +119,23 @@ def fit(
         checkpoint_dir, {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
                          "full_batch": full_batch, "pseudocount": pseudocount}, rank)
     state = checkpoint.restore(model) if resume else Progress()
-    history = state.history
+    history, start_epoch, start_step = state.history, state.epoch, state.step
 
-    bar = tqdm(total=schedule.num_epochs * steps_per_epoch, initial=state.epoch * steps_per_epoch + state.step,
+    bar = tqdm(total=schedule.num_epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
                desc="EM", unit="update", disable=not progress or rank != 0)
-    for epoch in range(state.epoch, schedule.num_epochs):
+    for epoch in range(start_epoch, schedule.num_epochs):
         clock = time.perf_counter()
         order = None if full_batch else epoch_order(len(data), seed, epoch)
-        for step in range(state.step if epoch == state.epoch else 0, steps_per_epoch):
-            if full_batch:
-                chunks = [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
-            else:
-                chunks = [data[order[step * batch_size:(step + 1) * batch_size]]]
+        for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
             step_size = schedule(epoch, step, steps_per_epoch)
+            chunks = _update_chunks(data, order, step, batch_size)
             log_likelihood, count = _em_update(model, chunks, step_size, pseudocount, device)
             state.running[0] += log_likelihood
             state.running[1] += count
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, ll=f"{state.running[0] / max(state.running[1], 1):.3f}",
                             eta=f"{step_size:.3g}")
-            if checkpoint and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+            if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
                 state.epoch, state.step = epoch, step + 1
                 checkpoint.save(model, state)
         history.train_log_likelihood.append(state.running[0] / max(state.running[1], 1))
@@ -148,12 +145,20 @@ def fit(
             if progress and rank == 0:
                 bar.write(_epoch_line(epoch, schedule.num_epochs, history, time.perf_counter() - clock))
         state.epoch, state.step, state.running = epoch + 1, 0, [0.0, 0]
-        if checkpoint:
+        if checkpoint is not None:
             checkpoint.save(model, state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     bar.close()
     return history
+
+
+def _update_chunks(data: Tensor, order: Tensor | None, step: int, batch_size: int) -> list[Tensor]:
+    """The examples of one update: batch ``step`` of the shuffled ``order``, or (full batch, ``order``
+    None) all of ``data`` in chunks of ``batch_size``."""
+    if order is None:
+        return [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
+    return [data[order[step * batch_size:(step + 1) * batch_size]]]
 
 
 def _em_update(model: EMModel, chunks: list[Tensor], step_size: float, pseudocount: float,
