@@ -105,3 +105,13 @@ def test_resume_after_an_interruption_mid_em_equals_an_uninterrupted_run(corpus_
     for name, group in straight.parameter_groups().items():
         assert torch.equal(group.values, killed.parameter_groups()[name].values), name
     assert [r["perplexity"] for r in resumed["perplexity"]] == [r["perplexity"] for r in expected["perplexity"]]
+
+
+def test_every_epoch_is_reported_once(corpus_dir, tmp_path, capsys):
+    argv = ["train", "--init", "random", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(tmp_path),
+            "--num-states", "3", "--train-windows", "50", "--batch-size", "16", "--phase1-epochs", "2",
+            "--phase2-epochs", "1", "--eval-splits", "test", "--eval-protocols", "chunk", "--no-checkpoints"]
+    assert train_command.run(parse(argv)) == 0
+    captured = capsys.readouterr()
+    epoch_lines = [line for line in (captured.out + captured.err).splitlines() if re.search(r"\bepoch \d", line)]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], epoch_lines
