@@ -5,8 +5,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import Tensor
-
 from ..io import load_tensors, save_tensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"

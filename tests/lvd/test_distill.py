@@ -32,15 +32,23 @@ class BlockWords:
 
 
 class BlockTeacher:
-    """Embeds a suffix as the one-hot block of its first word."""
+    """Embeds a suffix as the one-hot block of its first word (both encoder interfaces: texts, or
+    "token ids" that are the suffix texts themselves)."""
 
-    name, max_length, unk_token, eos_token = "block-teacher", 128, "<unk>", "<eos>"
+    name = fingerprint = "block-teacher"
+    max_length, unk_token, eos_token = 128, "<unk>", "<eos>"
 
     def embed(self, texts, progress=None):
         blocks = torch.tensor([int(text.split()[0][1:].split("w")[0]) for text in texts])
         if progress is not None:
             progress.update(len(texts))
         return torch.nn.functional.one_hot(blocks, NUM_STATES).float()
+
+    def suffix_token_ids(self, texts_per_window):
+        return [text for texts in texts_per_window for text in texts]
+
+    def embed_token_ids(self, token_ids, progress=None):
+        return self.embed(token_ids, progress)
 
 
 def planted_hmm():
