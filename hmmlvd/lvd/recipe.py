@@ -65,10 +65,10 @@ class RecipeConfig:
             raise ValueError(f"seq_len and train_stride must be >= 1, got {self.seq_len}, {self.train_stride}")
         for split in self.eval_splits:
             if split not in SPLITS:
-                raise ValueError(f"--eval-splits takes valid and/or test, got {split!r}")
+                raise ValueError(f"eval_splits (--eval-splits) takes valid and/or test, got {split!r}")
         for protocol in self.eval_protocols:
             if protocol not in PROTOCOLS:
-                raise ValueError(f"--eval-protocols takes {PROTOCOLS}, got {protocol!r}")
+                raise ValueError(f"eval_protocols (--eval-protocols) takes {PROTOCOLS}, got {protocol!r}")
 
     def em_settings(self) -> dict:
         """The EM settings as one flat dict (the ``em`` entry of results.json)."""

@@ -21,7 +21,7 @@ def test_exit_codes_and_messages_of_the_entry_point(hmmlvd, tmp_path):
     code, out, err = hmmlvd("info", tmp_path / "missing")
     assert code == 2 and out == "" and err.startswith("hmmlvd info: error: ") and "config.json does not exist" in err
     code, _, err = hmmlvd("train", "--out", tmp_path, "--eval-protocols", "strided")   # checked before any data
-    assert code == 2 and err.startswith("hmmlvd train: error: --eval-protocols")
+    assert code == 2 and err.startswith("hmmlvd train: error: eval_protocols (--eval-protocols)")
     code, out, _ = hmmlvd("--help")
     assert code == 0 and all(name in out for name in ("train", "eval", "score", "generate", "info"))
 
