@@ -80,3 +80,34 @@ def test_lvd_init_beats_random_init_after_the_same_em_budget(tmp_path):
     ceiling = em.mean_log_likelihood(truth, held_out, 400, truth.device)
     assert scores["lvd"] > scores["random"] + 0.5, scores            # nats per window
     assert scores["lvd"] > ceiling - 0.6, (scores, ceiling)          # and near the planted model (-18.15)
+
+
+def test_distilled_hmm_is_the_frequency_count_of_the_teachers_clusters(tmp_path):
+    """With pseudocount 0 the LVD init is the relative frequency of (state, word) and (state, next
+    state) pairs, where K-means on the teacher's 4 distinct embeddings recovers the block of x_t;
+    counted here by plain loops, matched up to a relabelling of the states at each position."""
+    train = planted_hmm().sample(200, generator=torch.Generator().manual_seed(2))
+    config = DistillConfig(num_states=NUM_STATES, pseudocount=0.0, kmeans_iterations=10, cache_dir=str(tmp_path))
+    hmm, _ = distill(train, BlockWords(), config, "planted-counts", encoder=BlockTeacher(), progress=False)
+    blocks = (train // WORDS_PER_STATE).tolist()
+    tokens = train.tolist()
+    emission_counts = torch.zeros(SEQ_LEN, NUM_STATES, BlockWords.vocab_size, dtype=torch.float64)
+    transition_counts = torch.zeros(SEQ_LEN - 1, NUM_STATES, NUM_STATES, dtype=torch.float64)
+    initial_counts = torch.zeros(NUM_STATES, dtype=torch.float64)
+    for row_blocks, row_tokens in zip(blocks, tokens):
+        initial_counts[row_blocks[0]] += 1
+        for t in range(SEQ_LEN):
+            emission_counts[t, row_blocks[t], row_tokens[t]] += 1
+            if t + 1 < SEQ_LEN:
+                transition_counts[t, row_blocks[t], row_blocks[t + 1]] += 1
+    # the block of each distilled state at each position: where its emission mass lies
+    block_of = [[int(hmm.emissions[t, :, s].reshape(NUM_STATES, WORDS_PER_STATE).sum(1).argmax())
+                 for s in range(NUM_STATES)] for t in range(SEQ_LEN)]
+    assert all(sorted(labels) == list(range(NUM_STATES)) for labels in block_of)
+    for t in range(SEQ_LEN):
+        expected = emission_counts[t, block_of[t]] / emission_counts[t, block_of[t]].sum(-1, keepdim=True)
+        torch.testing.assert_close(hmm.emissions[t].T.double(), expected, rtol=0, atol=1e-6)
+    for t in range(SEQ_LEN - 1):
+        pairs = transition_counts[t][block_of[t]][:, block_of[t + 1]]
+        torch.testing.assert_close(hmm.transitions[t].double(), pairs / pairs.sum(-1, keepdim=True), rtol=0, atol=1e-6)
+    torch.testing.assert_close(hmm.initial.double(), initial_counts[block_of[0]] / len(tokens), rtol=0, atol=1e-6)
