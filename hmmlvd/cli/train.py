@@ -113,11 +113,12 @@ def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
                                    args.cache_dir)
     schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
                            args.phase2_step_size)
-    return RecipeConfig(distill_config, init, schedule, settings["batch_size"], args.pseudocount, args.seed,
-                        SEQ_LEN, settings["train_stride"], settings["train_windows"],
-                        tuple(settings["eval_splits"]), tuple(settings["eval_protocols"]),
-                        settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints, device=args.device,
-                        tf32=args.tf32, progress=not args.no_progress)
+    return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],
+                        pseudocount=args.pseudocount, seed=args.seed, seq_len=SEQ_LEN,
+                        train_stride=settings["train_stride"], train_windows=settings["train_windows"],
+                        eval_splits=tuple(settings["eval_splits"]), eval_protocols=tuple(settings["eval_protocols"]),
+                        sliding_max_tokens=settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints,
+                        device=args.device, tf32=args.tf32, progress=not args.no_progress)
 
 
 def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> dict:

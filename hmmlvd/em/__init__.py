@@ -5,5 +5,5 @@ from .checkpoint import Checkpoint, History
 from .trainer import EMModel, epoch_order, fit, mean_log_likelihood, process_group
 
 __all__ = ["GaussianGroup", "ParameterGroup", "apply_m_step", "gaussian_m_step", "m_step", "normalize",
-           "Constant", "LinearAnneal", "TwoPhase", "Checkpoint", "EMModel", "History", "epoch_order", "fit", "mean_log_likelihood",
-           "process_group"]
+           "Constant", "LinearAnneal", "TwoPhase", "Checkpoint", "EMModel", "History", "epoch_order", "fit",
+           "mean_log_likelihood", "process_group"]

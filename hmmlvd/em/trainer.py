@@ -135,7 +135,8 @@ def fit(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, ll=f"{state.running[0] / max(state.running[1], 1):.3f}",
                             eta=f"{step_size:.3g}")
-            if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
+            mid_epoch = step + 1 < steps_per_epoch and checkpoint_every and (step + 1) % checkpoint_every == 0
+            if checkpoint is not None and mid_epoch:
                 state.epoch, state.step = epoch, step + 1
                 checkpoint.save(model, state)
         history.train_log_likelihood.append(state.running[0] / max(state.running[1], 1))
