@@ -25,7 +25,7 @@ class History:
 
 
 @dataclass
-class Progress:
+class LoopState:
     """Where an EM run stands: the next (epoch, step), the running log-likelihood sum and count of the
     current epoch, and the history of the finished epochs."""
 
@@ -47,19 +47,19 @@ class Checkpoint:
         self.run_signature = run_signature
         self.rank = rank
 
-    def save(self, model, progress: Progress) -> None:
-        """Write the model's parameter groups and ``progress`` (a no-op on ranks other than 0)."""
+    def save(self, model, state: LoopState) -> None:
+        """Write the model's parameter groups and ``state`` (a no-op on ranks other than 0)."""
         if self.rank != 0:
             return
         tensors = {name: group.values for name, group in model.parameter_groups().items()}
-        meta = {"epoch": progress.epoch, "step": progress.step, "running": progress.running,
-                "history": progress.history.as_dict(), "run": self.run_signature}
+        meta = {"epoch": state.epoch, "step": state.step, "running": state.running,
+                "history": state.history.as_dict(), "run": self.run_signature}
         save_tensors(self.path, tensors, meta)
 
-    def restore(self, model) -> Progress:
-        """Load the parameters into ``model`` and return the saved progress (a fresh one without a file)."""
+    def restore(self, model) -> LoopState:
+        """Load the parameters into ``model`` and return the saved loop state (a fresh one without a file)."""
         if not self.path.exists():
-            return Progress()
+            return LoopState()
         tensors, meta = load_tensors(self.path)
         if meta.get("run") != self.run_signature:
             raise ValueError(
@@ -71,4 +71,4 @@ class Checkpoint:
             raise ValueError(f"checkpoint {self.path} holds parameters of another model shape; "
                              "build the model with the same configuration or use a fresh checkpoint_dir")
         model.set_parameters({n: tensors[n].to(groups[n].values.device, groups[n].values.dtype) for n in groups})
-        return Progress(int(meta["epoch"]), int(meta["step"]), list(meta["running"]), History(**meta["history"]))
+        return LoopState(int(meta["epoch"]), int(meta["step"]), list(meta["running"]), History(**meta["history"]))

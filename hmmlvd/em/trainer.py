@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, History, Progress
+from .checkpoint import Checkpoint, History, LoopState
 from .mstep import GaussianGroup, ParameterGroup, apply_m_step
 
 
@@ -118,7 +118,7 @@ def fit(
     checkpoint = None if checkpoint_dir is None else Checkpoint(
         checkpoint_dir, {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
                          "full_batch": full_batch, "pseudocount": pseudocount}, rank)
-    state = checkpoint.restore(model) if resume else Progress()
+    state = checkpoint.restore(model) if resume else LoopState()
     history, start_epoch, start_step = state.history, state.epoch, state.step
 
     bar = tqdm(total=schedule.num_epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
