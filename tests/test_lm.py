@@ -1,16 +1,14 @@
 """LanguageModel: scores and next-token distributions against brute force, the sliding protocol,
-generation (seeded, greedy, constrained), storage and the score/generate command lines."""
-import argparse
+generation (seeded, greedy, constrained) and storage (the command lines are in tests/cli)."""
 import math
 
 import pytest
 import torch
 
 from hmmlvd import HMM, HMMConfig
-from hmmlvd.cli import generate as generate_cli
-from hmmlvd.cli import score as score_cli
 from hmmlvd.constraints import all_of
 from hmmlvd.data.tokenizers import SentencePieceTokenizer
+from hmmlvd.data import vocab as vocab_module
 from hmmlvd.lm import LanguageModel
 from tests.constraints.references import empirical_frequencies, sequence_probabilities
 
@@ -201,44 +199,7 @@ def test_save_and_load_round_trip(saved_model):
     assert [s.token_log_probs for s in reloaded] == [s.token_log_probs for s in before]
 
 
-def _cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-def test_score_command(saved_model, capsys):
-    directory, lm = saved_model
-    assert _cli(score_cli, ["score", str(directory), "the river", "a bank"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    expected = lm.score(["the river", "a bank"])
-    assert float(lines[1].split("\t")[0]) == pytest.approx(expected[0].total_log_prob, abs=1e-4)
-    assert lines[-1].startswith("total") and "sliding, window 12" in lines[-1]
-    texts_file = directory.parent / "texts.txt"
-    texts_file.write_text("the river\n\na bank\n")
-    assert _cli(score_cli, ["score", str(directory), "--file", str(texts_file), "--per-token"]) == 0
-    per_token = capsys.readouterr().out.splitlines()
-    assert len(per_token) == 2 + 2 + sum(s.num_tokens for s in expected)       # header, texts, tokens, total
-    with pytest.raises(ValueError, match="does not exist"):
-        _cli(score_cli, ["score", str(directory / "missing"), "the river"])
-    with pytest.raises(ValueError, match="nothing to score"):
-        _cli(score_cli, ["score", str(directory)])
-
-
-def test_generate_command(saved_model, capsys):
-    directory, lm = saved_model
-    assert _cli(generate_cli, ["generate", str(directory), "--prefix", "the", "--max-new-tokens", "6",
-                               "--keywords", "river", "--num-samples", "3", "--seed", "0"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# p(constraint | prefix)") and len(out) == 4
-    assert all(line.startswith("the") and "river" in line[len("the"):] for line in out[1:])
-    with pytest.raises(ValueError, match="not in the vocabulary"):
-        _cli(generate_cli, ["generate", str(directory), "--keywords", "qqqq"])
-
-
 def test_word_vocabulary_model_round_trip(tmp_path):
-    vocab_module = pytest.importorskip("hmmlvd.data.vocab")
     vocab = vocab_module.Vocab.from_corpus(CORPUS)
     lm = LanguageModel(HMM.random(HMMConfig(num_states=4, vocab_size=vocab.vocab_size, seq_len=8), seed=1), vocab)
     lm.save_pretrained(tmp_path)

