@@ -5,12 +5,12 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "eval", "score", "generate", "info")
+SUBCOMMANDS = ("train", "eval", "score", "generate", "info", "image")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hmmlvd", description="Tractable HMM language models trained by "
-                                     "latent variable distillation.")
+    parser = argparse.ArgumentParser(prog="hmmlvd", description="Tractable HMM language models and image "
+                                     "patch circuits trained by latent variable distillation.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)

@@ -1,0 +1,176 @@
+"""``hmmlvd image train | eval | sample``: patch circuits distilled from a masked autoencoder (paper Section 5)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data import IMAGE_DATASETS, load_images, train_valid_split
+from ..io import atomic_write_json, read_json
+from ..lvd.images.features import CONTEXTS
+from ..lvd.images.model import PatchImageModel
+from ..lvd.images.pictures import MASKS, sample_grid
+from ..lvd.images.recipe import PRESETS, ImageRecipeConfig, model_bits_per_dimension, train
+from ..pc import Circuit
+
+RESULTS_FILE = "results.json"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("image", help="image patch circuits trained by latent variable distillation",
+                                   description="Train, evaluate and sample patch circuits whose latents are "
+                                               "distilled from a masked autoencoder (paper Section 5).")
+    commands = parser.add_subparsers(dest="image_command", metavar="IMAGE_COMMAND", required=True)
+    _add_train(commands)
+    _add_eval(commands)
+    _add_sample(commands)
+    return parser
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="LVD patch circuit (and, with --compare-em, both baselines) on an image dataset",
+        description="Train the masked-autoencoder teacher (cached), assign patch latents by K-means on patch "
+                    "features with context, fit the patch circuit by Lemma 1, then fine-tune it by mini-batch EM; "
+                    "print test bits per dimension. Preset values apply unless an option is given explicitly.")
+    parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist")
+    parser.add_argument("--data-dir", help="folder with the dataset's files (default: its environment variable, "
+                                           "then the Debian package for Fashion-MNIST)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (models, results.json)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                        help="quick: the 15-minute CPU job (10k images); full: every training image (default)")
+    parser.add_argument("--compare-em", action="store_true",
+                        help="also train the same patch circuit from random parameters by EM alone, and a pixel "
+                             "HCLT of comparable size, with the same EM budget")
+    parser.add_argument("--train-size", type=int, help="use the first N training images (0 = all)")
+    parser.add_argument("--valid-size", type=int, default=5000, help="last training images held out as valid")
+    parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 4 up to 32 px, 8 for 64 px)")
+    parser.add_argument("--clusters", type=int, dest="num_clusters", help="latent categories k per patch")
+    parser.add_argument("--hidden-size", type=int, help="hidden size of every patch HCLT (the paper: 16)")
+    parser.add_argument("--tied", action="store_true", help="one set of k patch circuits shared by every patch")
+    parser.add_argument("--context", choices=CONTEXTS, default="mst", help="patches visible when featurising")
+    parser.add_argument("--teacher", help="a saved ViT-MAE folder to use instead of training one")
+    parser.add_argument("--teacher-images", type=int, help="train the teacher on N training images (0 = all)")
+    parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default 6)")
+    parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
+    parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
+    parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per EM update (default 256)")
+    parser.add_argument("--pseudocount", type=float, default=0.1, help="EM M-step pseudocount (default 0.1)")
+    parser.add_argument("--cache-dir", help="teacher cache (default $HMMLVD_CACHE/teachers or ~/.cache/hmmlvd)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's EM checkpoints")
+    parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(run=run_train)
+
+
+def _add_eval(commands) -> None:
+    parser = commands.add_parser("eval", help="bits per dimension of a trained image model",
+                                 description="Print the bits per dimension of the models in a folder written by "
+                                             "'hmmlvd image train' on a split of its dataset.")
+    parser.add_argument("model", type=Path, help="folder written by 'hmmlvd image train'")
+    parser.add_argument("--split", choices=("valid", "test"), default="test")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one recorded at training)")
+    parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    parser.set_defaults(run=run_eval)
+
+
+def _add_sample(commands) -> None:
+    parser = commands.add_parser("sample", help="a PNG grid of samples and exact inpaintings",
+                                 description="Write a PNG with unconditional samples of the LVD model and exact "
+                                             "inpaintings of a hidden region of test images.")
+    parser.add_argument("model", type=Path, help="folder written by 'hmmlvd image train'")
+    parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--model-name", choices=("lvd", "em"), default="lvd", help="which patch circuit")
+    parser.add_argument("--num-samples", type=int, default=12)
+    parser.add_argument("--num-images", type=int, default=4, help="test images to inpaint")
+    parser.add_argument("--mask", choices=MASKS, default="bottom", help="region hidden before inpainting")
+    parser.add_argument("--data-dir", help="dataset folder (default: the one recorded at training)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run_sample)
+
+
+FLAGS = {"num_clusters": "clusters"}
+
+
+def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        flag = FLAGS.get(name, name).replace("_", "-")
+        raise ValueError(f"--{flag} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
+
+
+def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
+    """The recipe configuration and the training-set size from the preset and the options given."""
+    settings = dict(PRESETS[args.preset])
+    for name in settings:
+        value = getattr(args, name, None)
+        if value is not None:
+            _positive(name, value, allow_zero=name in ("train_size", "teacher_images") or name.endswith("epochs"))
+            settings[name] = value or None if name in ("train_size", "teacher_images") else value
+    train_size = settings.pop("train_size")
+    models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
+    config = ImageRecipeConfig(patch_size=args.patch_size, tied=args.tied, context=args.context,
+                               teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
+                               models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+                               progress=not args.no_progress, **settings)
+    return config, train_size
+
+
+def run_train(args) -> int:
+    config, train_size = recipe_config(args)
+    _positive("valid_size", args.valid_size)
+    train_set, valid_set = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
+    test_set = load_images(args.dataset, args.data_dir, "test")
+    train_images = train_set.images[:train_size] if train_size else train_set.images
+    print(f"{args.dataset}: {len(train_images)} training, {len(valid_set)} valid, {len(test_set)} test images "
+          f"{tuple(train_images.shape[1:])}", flush=True)
+    result = train(train_images, valid_set.images, config, test_images=test_set.images,
+                   num_categories=train_set.num_categories, directory=args.out, resume=args.resume,
+                   log=lambda line: print(line, flush=True))
+    for name, trained in result.models.items():
+        trained.model.save_pretrained(args.out / name)
+    report = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
+              "num_categories": train_set.num_categories, "train_images": len(train_images),
+              "config": {k: v for k, v in vars(config).items() if k != "teacher"}, **result.as_dict()}
+    atomic_write_json(args.out / RESULTS_FILE, report)
+    print(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
+    for trained in result.models.values():
+        print(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
+    return 0
+
+
+def _trained_run(folder: Path) -> dict:
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{folder} has no {RESULTS_FILE}: pass a folder written by 'hmmlvd image train'")
+    return read_json(path)
+
+
+def _split_images(report: dict, split: str, data_dir: str | None):
+    data_dir = data_dir or report["data_dir"]
+    if split == "test":
+        return load_images(report["dataset"], data_dir, "test").images
+    return train_valid_split(load_images(report["dataset"], data_dir, "train"), report["valid_size"])[1].images
+
+
+def run_eval(args) -> int:
+    report = _trained_run(args.model)
+    _positive("max_images", args.max_images)
+    images = _split_images(report, args.split, args.data_dir)[:args.max_images]
+    for row in report["models"]:
+        folder = args.model / row["model"]
+        model = Circuit.from_pretrained(folder) if row["model"] == "hclt" else PatchImageModel.from_pretrained(folder)
+        print(f"{row['model']:>6} {args.split} bpd {model_bits_per_dimension(model, images):.4f} "
+              f"({len(images)} images)")
+    return 0
+
+
+def run_sample(args) -> int:
+    report = _trained_run(args.model)
+    _positive("num_samples", args.num_samples)
+    _positive("num_images", args.num_images)
+    model = PatchImageModel.from_pretrained(args.model / args.model_name)
+    images = _split_images(report, "test", args.data_dir)[:args.num_images]
+    path = sample_grid(model, images, args.out, num_samples=args.num_samples, mask=args.mask, seed=args.seed)
+    print(f"wrote {path}")
+    return 0

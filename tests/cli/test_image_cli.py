@@ -1,0 +1,54 @@
+"""``hmmlvd image train | eval | sample`` on sklearn's digits with a tiny teacher."""
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from hmmlvd.cli import main
+
+TINY = ["--dataset", "digits", "--preset", "quick", "--train-size", "200", "--valid-size", "100",
+        "--clusters", "3", "--hidden-size", "2", "--teacher-epochs", "1", "--lvd-epochs", "1", "--latent-epochs", "1",
+        "--finetune-epochs", "1", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("image") / "run"
+    cache = str(out.parent / "cache")
+    assert main(["image", "train", *TINY, "--compare-em", "--cache-dir", cache, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_three_models_and_results(trained, capsys):
+    report = json.loads((trained / "results.json").read_text())
+    assert [row["model"] for row in report["models"]] == ["lvd", "em", "hclt"]
+    assert all(0 < row["test_bpd"] < 5 for row in report["models"])
+    for name in ("lvd", "em", "hclt"):
+        assert (trained / name / "config.json").is_file()
+
+
+def test_eval_reproduces_the_reported_test_bpd(trained, capsys):
+    report = json.loads((trained / "results.json").read_text())
+    assert main(["image", "eval", str(trained)]) == 0
+    printed = {line.split()[0]: float(line.split()[3]) for line in capsys.readouterr().out.splitlines()}
+    for row in report["models"]:
+        assert printed[row["model"]] == pytest.approx(row["test_bpd"], abs=1e-4)
+
+
+def test_sample_writes_a_png(trained, tmp_path):
+    path = tmp_path / "grid.png"
+    assert main(["image", "sample", str(trained), "--out", str(path), "--num-samples", "4", "--num-images", "2",
+                 "--mask", "centre"]) == 0
+    with Image.open(path) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 100
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["image", "train", "--dataset", "digits", "--out", "x", "--clusters", "0"], "--clusters must be positive"),
+    (["image", "train", "--dataset", "digits", "--out", "x", "--valid-size", "-1"], "valid-size"),
+    (["image", "eval", "/nonexistent"], "results.json"),
+])
+def test_bad_values_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -1,0 +1,110 @@
+"""The image recipe end to end on sklearn's 8×8 digits with a tiny teacher: three models with finite bpd and the
+same EM budget, exact resume after an interruption, save/load of the trained image model, clear errors."""
+import math
+
+import pytest
+import torch
+
+from hmmlvd import em
+from hmmlvd.data import load_images
+from hmmlvd.lvd.images import recipe
+from hmmlvd.lvd.images.model import PatchImageModel
+from hmmlvd.lvd.images.pictures import region_mask
+from hmmlvd.lvd.images.recipe import ImageRecipeConfig, pixel_hclt_latents, train
+from tests.lvd.images.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images = load_images("digits", split="train").images
+    return images[:240], images[240:300], load_images("digits", split="test").images[:60]
+
+
+def config(tmp_path, **changes) -> ImageRecipeConfig:
+    values = dict(num_clusters=3, hidden_size=2, patch_size=4, teacher=tiny_config(patch_size=4, epochs=1),
+                  models=("lvd", "em", "hclt"), lvd_epochs=1, latent_epochs=1, finetune_epochs=2, batch_size=64,
+                  kmeans_iterations=5, progress=False, cache_dir=str(tmp_path / "teachers"))
+    values.update(changes)
+    return ImageRecipeConfig(**values)
+
+
+def test_three_models_get_finite_bpd_and_the_same_em_budget(digits, tmp_path):
+    train_images, valid_images, test_images = digits
+    result = train(train_images, valid_images, config(tmp_path), test_images=test_images, num_categories=17)
+    assert set(result.models) == {"lvd", "em", "hclt"}
+    for trained in result.models.values():
+        assert math.isfinite(trained.valid_bpd) and math.isfinite(trained.test_bpd)
+        assert 0 < trained.test_bpd < math.log2(17) + 0.5
+    budget = config(tmp_path).budget_epochs
+    assert len(result.models["em"].valid_curve) == len(result.models["hclt"].valid_curve) == budget
+    assert len(result.models["lvd"].valid_curve) == budget        # one bpd after Lemma 1, latent step, each epoch
+    assert result.models["lvd"].num_parameters == result.models["em"].num_parameters
+    assert result.assignments.shape == (len(train_images), 4) and int(result.assignments.max()) < 3
+    # the reported test bpd is the model's own likelihood of the test images
+    lvd = result.models["lvd"].model
+    ll = lvd.log_likelihood(test_images)
+    assert result.models["lvd"].test_bpd == pytest.approx(-ll.mean().item() / (64 * math.log(2)), rel=1e-9)
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(digits, tmp_path, monkeypatch):
+    train_images, valid_images, _ = digits
+    settings = config(tmp_path, models=("lvd",))
+    reference = train(train_images, valid_images, settings, directory=tmp_path / "a", num_categories=17)
+    real_fit = em.fit
+
+    def killed_after_one_finetune_epoch(model, data, schedule, **options):
+        if "finetune" in str(options.get("checkpoint_dir")):
+            def stop(epoch, history):
+                raise RuntimeError("killed")
+            options["on_epoch_end"] = stop
+        return real_fit(model, data, schedule, **options)
+
+    monkeypatch.setattr(recipe.em, "fit", killed_after_one_finetune_epoch)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(train_images, valid_images, settings, directory=tmp_path / "b", num_categories=17)
+    monkeypatch.setattr(recipe.em, "fit", real_fit)
+    resumed = train(train_images, valid_images, settings, directory=tmp_path / "b", resume=True, num_categories=17)
+    assert resumed.models["lvd"].valid_curve[-1] == reference.models["lvd"].valid_curve[-1]
+    for name, values in reference.models["lvd"].model.circuit.parameter_groups().items():
+        torch.testing.assert_close(resumed.models["lvd"].model.circuit.parameter_groups()[name].values,
+                                   values.values, rtol=0, atol=0)
+
+
+def test_save_and_load_round_trip_of_the_image_model(digits, tmp_path):
+    train_images, valid_images, test_images = digits
+    model = train(train_images, valid_images, config(tmp_path, models=("lvd",)), num_categories=17).models["lvd"].model
+    model.save_pretrained(tmp_path / "model")
+    loaded = PatchImageModel.from_pretrained(tmp_path / "model")
+    assert loaded.image_shape == (1, 8, 8) and loaded.patch_size == 4
+    torch.testing.assert_close(loaded.log_likelihood(test_images), model.log_likelihood(test_images))
+    hidden = region_mask("bottom", 8, 8)
+    filled = loaded.inpaint(test_images[:5], hidden, seed=1)
+    assert torch.equal(filled[:, :, ~hidden], test_images[:5][:, :, ~hidden])     # observed pixels are kept
+    assert loaded.sample(3).shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match="image.json"):
+        PatchImageModel.from_pretrained(tmp_path)
+
+
+def test_pixel_hclt_size_is_the_closest_parameter_count():
+    for target in (50_000, 3_000_000, 10**9):
+        chosen = pixel_hclt_latents(target, 784, 256)
+        sizes = {k: 784 * (256 * k + k * k) for k in range(1, 65)}
+        assert abs(sizes[chosen] - target) == min(abs(s - target) for s in sizes.values())
+    assert pixel_hclt_latents(10**9, 784, 256) == 64
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_clusters": 0}, "num_clusters"), ({"context": "all"}, "context"), ({"models": ("lvd", "gan")}, "models"),
+    ({"lvd_epochs": 0, "latent_epochs": 0, "finetune_epochs": 0}, "budget"), ({"step_end": 0.9}, "step_end"),
+])
+def test_bad_configs_are_refused(changes, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **changes)
+
+
+def test_bad_images_are_refused(digits, tmp_path):
+    train_images, valid_images, _ = digits
+    with pytest.raises(ValueError, match="uint8"):
+        train(train_images.float(), valid_images, config(tmp_path), num_categories=17)
+    with pytest.raises(ValueError, match="valid images"):
+        train(train_images, valid_images[:, :, :4], config(tmp_path), num_categories=17)
