@@ -152,9 +152,13 @@ def pixel_hclt_latents(num_parameters: int, num_pixels: int, num_categories: int
 
 
 def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig, *,
-          test_images: Tensor | None = None, num_categories: int = 256, directory: str | os.PathLike | None = None,
-          resume: bool = False, log: Callable[[str], None] | None = None) -> ImageRecipeResult:
+          test_images: Tensor | None = None, num_categories: int = 256, assignments: Tensor | None = None,
+          directory: str | os.PathLike | None = None, resume: bool = False,
+          log: Callable[[str], None] | None = None) -> ImageRecipeResult:
     """Train every model of ``config.models`` on uint8 images [N, C, H, W] and measure bits per dimension.
+
+    ``assignments`` (Z LongTensor [N, P] in 0..k-1) skips the teacher: latents distilled elsewhere, e.g. the codes
+    of a VQ-VAE (paper App. E.1) or features computed once for several cluster counts.
 
     With ``directory``, EM checkpoints go to ``directory/checkpoints/<stage>`` and ``resume=True`` continues them;
     the teacher is cached by its config and data hash (``config.cache_dir``). ``log`` receives one line per stage.
@@ -176,10 +180,15 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         valid = model_bits_per_dimension(model, valid_images)
         return valid, (model_bits_per_dimension(model, test_images) if test_images is not None else None)
 
-    models, stage_seconds, teacher, assignments = {}, {}, None, None
+    models, stage_seconds, teacher = {}, {}, None
+    if assignments is not None and (assignments.shape != x_train.shape[:2] or int(assignments.min()) < 0
+                                    or int(assignments.max()) >= config.num_clusters):
+        raise ValueError(f"assignments must be a LongTensor {list(x_train.shape[:2])} of cluster ids in "
+                         f"[0, {config.num_clusters})")
     if "lvd" in config.models or "em" in config.models:
         if "lvd" in config.models:
-            teacher, assignments, stage_seconds = _distil_latents(train_images, config, patch_size, log)
+            if assignments is None:
+                teacher, assignments, stage_seconds = _distil_latents(train_images, config, patch_size, log)
             value_parents, latent_parents = pc.structures.patch_trees(x_train, assignments, config.num_clusters,
                                                                       num_categories=num_categories, seed=config.seed)
         else:

@@ -1,0 +1,46 @@
+"""Test bits per dimension against parameters, one curve per model (the analogue of the paper's Figure 1 left).
+
+    python scripts/image_bpd_plot.py bench/image_lvd.json --out bench/image_lvd.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from io import BytesIO
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from hmmlvd.io import atomic_write_bytes  # noqa: E402
+
+STYLES = {"lvd": ("LVD", "o-"), "em": ("same structure, EM alone", "s--"), "hclt": ("pixel HCLT", "^:")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", help="JSON written by bench/image_lvd.py")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    args = parser.parse_args()
+    with open(args.results) as handle:
+        results = json.load(handle)
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    for model, (label, style) in STYLES.items():
+        rows = sorted((r for r in results["rows"] if r["model"] == model), key=lambda r: r["num_parameters"])
+        if rows:
+            axis.plot([r["num_parameters"] for r in rows], [r["test_bpd"] for r in rows], style, label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("parameters")
+    axis.set_ylabel("test bits per dimension")
+    axis.set_title(f"Fashion-MNIST ({results['train_images']:,} training images)")
+    axis.legend()
+    figure.tight_layout()
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=130)
+    atomic_write_bytes(args.out, buffer.getvalue())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
