@@ -6,6 +6,7 @@
     em.fit(circuit, train, em.LinearAnneal(0.5, 0.05, 10), batch_size=256)
     circuit.log_likelihood(test)                                # -1 entries are marginalised
     em.fit(circuit, pc.soften(train, 0.001), ...)               # data softening: EM on soft evidence
+    pc.train_hclt(train, valid)                                 # regularisation and epochs chosen on valid
     pc.sample(circuit, 16); pc.conditional_marginals(circuit, evidence)
 """
 from . import structures
@@ -15,8 +16,9 @@ from .evidence import Evidence, empirical_marginals, soften
 from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes,
                     gaussian_inputs, inputs, multiply, outer_edges, summation, topological_order)
 from .queries import conditional_marginals, conditional_moments, max_product_assignment, sample
+from .recipe import HCLTRecipe, Regularization, TrainedHCLT, Trial, train_hclt
 
 __all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "GaussianInputNodes", "InputNodes",
-           "MaterializedCircuit", "Node", "ProductNodes", "SumNodes", "conditional_marginals", "conditional_moments",
+           "HCLTRecipe", "MaterializedCircuit", "Node", "Regularization", "TrainedHCLT", "Trial", "ProductNodes", "SumNodes", "conditional_marginals", "conditional_moments",
            "empirical_marginals", "gaussian_inputs", "inputs", "materialize", "max_product_assignment", "multiply",
-           "outer_edges", "sample", "soften", "structures", "summation", "topological_order"]
+           "outer_edges", "sample", "soften", "structures", "summation", "topological_order", "train_hclt"]
