@@ -1,24 +1,24 @@
-"""DEBD density estimation with HCLT: mini-batch EM then full-batch EM, compared with the published
-HCLT and EinsumNetworks figures listed in the DEBD README.
+"""DEBD density estimation with HCLT trained by ``pc.train_hclt`` (regularisation chosen on the validation split).
 
-    python bench/pc_debd.py --threads 2          # idle machine; the defaults are the recipe of bench/RESULTS.md
+    flock /tmp/hmmlvd-cpu.lock python bench/pc_debd.py --threads 2
 
-Prints per dataset the test log-likelihood (parameters of the best validation epoch), the wall
-time of structure learning + training, and the published reference numbers side by side.
+Prints two tables. (1) Full training splits: test LL of the auto-tuned recipe next to the published HCLT
+figure of the DEBD README, with the chosen setting. (2) Small data: each training split subsampled to
+``--small-size`` rows (``torch.randperm`` with ``--small-seed``), the fixed recipe of bench/RESULTS.md
+(pseudocount 0.01, no softening or entropy) against the auto-tuned recipe, on the full test split.
 """
 from __future__ import annotations
 
 import argparse
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from hmmlvd import em, pc
 from hmmlvd.data.debd import debd_dir, load_debd
-from hmmlvd.pc.structures import hclt
-from pc_common import add_em_arguments, describe_em, mini_then_full_batch_em
 
 DATASETS = ("nltcs", "plants", "baudio", "jester", "bnetflix")
 
@@ -38,30 +38,15 @@ def published_figures(readme: Path) -> dict[str, dict]:
     return figures
 
 
-def train(name: str, args) -> dict:
-    data = load_debd(name, args.root)
+def run(train: torch.Tensor, data: dict, recipe: pc.HCLTRecipe, progress: bool) -> dict:
     start = time.perf_counter()
-    circuit = pc.Circuit(hclt(data["train"], args.num_latents, num_trees=args.num_trees, seed=args.seed),
-                         seed=args.seed, device=args.device)
-    best = {"valid": -float("inf"), "params": None, "epoch": None}
-
-    def keep_best(phase: str):
-        def callback(epoch: int, history: em.History) -> None:
-            valid = history.valid_log_likelihood[-1]
-            if valid > best["valid"]:
-                best.update(valid=valid, epoch=f"{phase} {epoch + 1}",
-                            params={k: g.values.clone() for k, g in circuit.parameter_groups().items()})
-        return callback
-
-    train = data["train"]
-    if args.soften > 0:
-        train = pc.soften(train, args.soften, marginals=pc.empirical_marginals(train))
-    mini_then_full_batch_em(circuit, train, args, valid=data["valid"], on_epoch_end=keep_best, seed=args.seed)
+    result = pc.train_hclt(train, data["valid"], recipe, progress=progress)
     seconds = time.perf_counter() - start
-    circuit.set_parameters(best["params"])
-    test = em.mean_log_likelihood(circuit, data["test"], 4096, circuit.device)
-    return {"test": test, "valid": best["valid"], "epoch": best["epoch"], "seconds": seconds,
-            "parameters": circuit.num_parameters}
+    test = em.mean_log_likelihood(result.circuit, data["test"], 4096, result.circuit.device)
+    chosen = result.chosen
+    return {"test": test, "seconds": seconds, "epoch": result.best_epoch, "tried": len(result.trials),
+            "chosen": f"{chosen.pseudocount:g}/{chosen.softening:g}/{chosen.entropy_weight:g}",
+            "valids": " ".join(f"{trial.best_valid:.3f}" for trial in result.trials)}
 
 
 def main() -> None:
@@ -69,34 +54,42 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--root", default=None, help="DEBD folder (default $HMMLVD_DEBD or /work/shared/data/debd)")
     parser.add_argument("--num-latents", type=int, default=32)
-    parser.add_argument("--num-trees", type=int, default=1, help="mixture of HCLTs on bootstrap resamples")
-    parser.add_argument("--soften", type=float, default=0.0,
-                        help="data softening strength: EM on soft evidence that moves this much weight from each "
-                             "observed value to the training marginal (0 = hard data)")
-    add_em_arguments(parser, minibatch_epochs=60, fullbatch_epochs=5, step_end=0.02, pseudocount=0.01)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--small-size", type=int, default=1500, help="training rows of the small-data table")
+    parser.add_argument("--small-seed", type=int, default=0)
+    parser.add_argument("--tables", nargs="+", default=["full", "small"], choices=["full", "small"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reference = published_figures(debd_dir(args.root) / "README.md")
-    print(f"HCLT k={args.num_latents}, {args.num_trees} tree(s), softening {args.soften}: {describe_em(args)}")
-    header = (f"{'dataset':<9} {'test LL':>8} {'HCLT pub':>8} {'diff':>6} {'EiNet':>7} {'ours s':>7} "
-              f"{'EiNet s':>7} {'speedup':>7} {'best epoch':>15} {'params':>8}")
-    print(header)
-    results = {}
-    for name in args.datasets:
-        result = results[name] = train(name, args)
-        ref = reference.get(name, {})
-        hclt_ll, einet, einet_s = ref.get("hclt"), ref.get("einet"), ref.get("einet_seconds")
-        print(f"{name:<9} {result['test']:8.3f} {_fmt(hclt_ll, 8, 2)} "
-              f"{_fmt(None if hclt_ll is None else result['test'] - hclt_ll, 6, 3)} {_fmt(einet, 7, 2)} "
-              f"{result['seconds']:7.1f} {_fmt(einet_s, 7, 0)} "
-              f"{_fmt(None if einet_s is None else einet_s / result['seconds'], 6, 1)}x "
-              f"{result['epoch']:>15} {result['parameters']:8d}", flush=True)
-    matched = [n for n in results if n in reference]
-    if matched:
-        ours = sum(results[n]["test"] for n in matched) / len(matched)
-        theirs = sum(reference[n]["hclt"] for n in matched) / len(matched)
-        print(f"average over {matched}: ours {ours:.3f}, published HCLT {theirs:.3f}, diff {ours - theirs:+.3f}")
+    recipe = pc.HCLTRecipe(num_latents=args.num_latents, device=args.device)
+    fixed = replace(recipe, grid=(pc.Regularization(0.01),))
+    print(f"HCLT k={args.num_latents}; grid (pseudocount/softening/entropy) "
+          f"{[f'{g.pseudocount:g}/{g.softening:g}/{g.entropy_weight:g}' for g in recipe.grid]}; "
+          f"{recipe.minibatch_epochs} mini-batch + {recipe.fullbatch_epochs} full-batch epochs, patience "
+          f"{recipe.patience}; {args.threads} thread(s)")
+    datasets = {name: load_debd(name, args.root) for name in args.datasets}
+    if "full" in args.tables:
+        print("\nfull training splits, auto-tuned")
+        print(f"{'dataset':<9} {'test LL':>8} {'HCLT pub':>8} {'diff':>7} {'chosen':>14} {'tried':>5} "
+              f"{'best epoch':>14} {'s':>6}  valid per setting tried")
+        for name, data in datasets.items():
+            r = run(data["train"], data, recipe, args.progress)
+            pub = reference.get(name, {}).get("hclt")
+            print(f"{name:<9} {r['test']:8.3f} {_fmt(pub, 8, 2)} {_fmt(pub and r['test'] - pub, 7, 3)} "
+                  f"{r['chosen']:>14} {r['tried']:5d} {r['epoch']:>14} {r['seconds']:6.1f}  {r['valids']}", flush=True)
+    if "small" in args.tables:
+        print(f"\n{args.small_size} training rows (torch.randperm, seed {args.small_seed}), full test split")
+        print(f"{'dataset':<9} {'fixed':>8} {'auto':>8} {'gain':>6} {'HCLT pub':>8} {'chosen':>14} "
+              f"{'fixed s':>7} {'auto s':>7}  valid per setting tried")
+        for name, data in datasets.items():
+            generator = torch.Generator().manual_seed(args.small_seed)
+            small = data["train"][torch.randperm(len(data["train"]), generator=generator)[:args.small_size]]
+            base, auto = run(small, data, fixed, args.progress), run(small, data, recipe, args.progress)
+            print(f"{name:<9} {base['test']:8.3f} {auto['test']:8.3f} {auto['test'] - base['test']:+6.3f} "
+                  f"{_fmt(reference.get(name, {}).get('hclt'), 8, 2)} {auto['chosen']:>14} "
+                  f"{base['seconds']:7.1f} {auto['seconds']:7.1f}  {auto['valids']}", flush=True)
 
 
 def _fmt(value, width: int, decimals: int) -> str:

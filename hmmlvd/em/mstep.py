@@ -1,6 +1,7 @@
 """The one M-step shared by every model in hmmlvd."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,11 @@ class ParameterGroup:
 
     values: Tensor
     dim: int
+    entropy_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.entropy_weight >= 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,54 @@ def normalize(counts: Tensor, dim: int = -1, pseudocount: float = 0.0) -> Tensor
     return smoothed / total
 
 
+def entropy_regularized_normalize(counts: Tensor, entropy_weight: float, dim: int = -1,
+                                  tolerance: float = 1e-10, max_iterations: int = 100) -> Tensor:
+    """``argmax_θ Σ_i n_i·log θ_i + τ·H(θ)`` over the simplex along ``dim`` (``n = counts >= 0``, ``τ = entropy_weight``).
+
+    Entropy regularisation of Liu & Van den Broeck (NeurIPS 2021). The stationarity condition
+    ``n_i/θ_i − τ·(log θ_i + 1) = λ`` gives, with ``u = (λ + τ)/τ``, ``log θ_i = w_i − u`` where
+    ``w_i + log w_i = log(n_i/τ) + u`` (``w_i = 0`` when ``n_i = 0``). ``log Σ_i θ_i(u)`` is convex and
+    decreasing in ``u``, so Newton's method converges monotonically from ``u = Σ_i n_i/τ`` (where
+    ``Σθ >= 1``); each ``w_i`` is found by Newton on ``t = log w``
+    (``e^t + t = z``, convex increasing), warm-started from the previous ``u``.
+    Computed in float64 and returned in the dtype of ``counts``; rows summing to zero come back uniform.
+    """
+    if not entropy_weight > 0:
+        raise ValueError(f"entropy_weight must be > 0, got {entropy_weight}")
+    if bool((counts < 0).any()):
+        raise ValueError("counts must be non-negative")
+    n = counts.movedim(dim, -1).to(torch.float64)
+    seen = n > 0
+    log_ratio = torch.where(seen, n, torch.ones_like(n)).log() - math.log(entropy_weight)   # log(n_i/τ)
+    u = n.sum(-1, keepdim=True) / entropy_weight          # Σθ(u) >= 1 here: w_i <= u gives θ_i >= n_i / Σn
+    z = log_ratio + u
+    t = torch.where(z > 1, z.clamp_min(1).log(), z)
+    for _ in range(max_iterations):
+        z = log_ratio + u
+        t = _solve_exp_plus_identity(z, t, tolerance, max_iterations)
+        w = torch.where(seen, t.exp(), torch.zeros_like(t))
+        log_theta = w - u
+        log_total = torch.logsumexp(log_theta, -1, keepdim=True)
+        theta = log_theta.exp()
+        slope = -(theta / (1 + w)).sum(-1, keepdim=True) / theta.sum(-1, keepdim=True)
+        step = log_total / slope
+        u = u - step
+        if bool((step.abs() <= tolerance * (1 + u.abs())).all()):
+            break
+    theta = theta / theta.sum(-1, keepdim=True)
+    return theta.to(counts.dtype).movedim(-1, dim)
+
+
+def _solve_exp_plus_identity(z: Tensor, t: Tensor, tolerance: float, max_iterations: int) -> Tensor:
+    """Solve ``e^t + t = z`` elementwise by Newton (convex increasing: monotone after at most one overshoot)."""
+    for _ in range(max_iterations):
+        step = (t.exp() + t - z) / (t.exp() + 1)
+        t = t - step
+        if bool((step.abs() <= tolerance * (1 + t.abs())).all()):
+            break
+    return t
+
+
 def m_step(
     parameters: Tensor,
     counts: Tensor,
@@ -48,6 +102,7 @@ def m_step(
     step_size: float = 1.0,
     dim: int = -1,
     overwrite_counts: bool = False,
+    entropy_weight: float = 0.0,
 ) -> Tensor:
     """Return ``(1 - η)·θ + η·normalize(counts + pseudocount / n_children)``.
 
@@ -55,6 +110,9 @@ def m_step(
     complete data). Distributions whose counts total zero keep their old values.
     ``overwrite_counts=True`` computes in the memory of ``counts`` (no full-size
     temporaries; the counts are consumed), which matters for the [T, V, h] emissions.
+    ``entropy_weight = τ > 0`` replaces the normalisation by the entropy-regularised maximiser of
+    ``Σ_i (n_i + pseudocount/n_children)·log θ_i + τ·H(θ)`` (:func:`entropy_regularized_normalize`);
+    ``τ`` is in the units of the counts.
     """
     if parameters.shape != counts.shape:
         raise ValueError(
@@ -65,6 +123,8 @@ def m_step(
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
     if pseudocount < 0:
         raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    if not entropy_weight >= 0:
+        raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
     target = counts.to(dtype=parameters.dtype, device=parameters.device)
     if not overwrite_counts and target is counts:
         target = target.clone()
@@ -72,7 +132,10 @@ def m_step(
     if pseudocount > 0:
         target.add_(pseudocount / target.shape[dim])
     empty = totals == 0
-    target.div_(totals.masked_fill_(empty, 1.0))
+    if entropy_weight > 0:
+        target = entropy_regularized_normalize(target, entropy_weight, dim)
+    else:
+        target.div_(totals.masked_fill_(empty, 1.0))
     if bool(empty.any()):
         torch.where(empty, parameters, target, out=target)
     if step_size < 1.0:
@@ -116,7 +179,8 @@ def apply_m_step(
 ) -> dict[str, Tensor]:
     """Run :func:`m_step` (or :func:`gaussian_m_step`) on every named group; returns the new parameter tensors.
 
-    ``pseudocount`` smooths the categorical groups only.
+    ``pseudocount`` smooths the categorical groups only; each categorical group's own
+    ``entropy_weight`` regularises its M-step.
     """
     missing = set(groups) - set(counts)
     if missing:
@@ -125,6 +189,6 @@ def apply_m_step(
         name: gaussian_m_step(group.values, counts[name], min_std=group.min_std, step_size=step_size)
         if isinstance(group, GaussianGroup) else
         m_step(group.values, counts[name], pseudocount=pseudocount, step_size=step_size,
-               dim=group.dim, overwrite_counts=overwrite_counts)
+               dim=group.dim, overwrite_counts=overwrite_counts, entropy_weight=group.entropy_weight)
         for name, group in groups.items()
     }

@@ -6,6 +6,7 @@
     em.fit(circuit, train, em.LinearAnneal(0.5, 0.05, 10), batch_size=256)
     circuit.log_likelihood(test)                                # -1 entries are marginalised
     em.fit(circuit, pc.soften(train, 0.001), ...)               # data softening: EM on soft evidence
+    pc.train_hclt(train, valid)                                 # regularisation and epochs chosen on valid
     pc.sample(circuit, 16); pc.conditional_marginals(circuit, evidence)
 """
 from . import structures
@@ -17,10 +18,12 @@ from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node,
 from .patch_circuit import PatchCircuit, PatchCircuitConfig
 from .patch_lvd import CompleteDataView, LatentDistributionView, fit_latent_distribution, fit_lvd
 from .queries import conditional_marginals, conditional_moments, max_product_assignment, sample
+from .recipe import HCLTRecipe, Regularization, TrainedHCLT, Trial, train_hclt
 
 __all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "GaussianInputNodes", "InputNodes",
-           "MaterializedCircuit", "Node", "ProductNodes", "SumNodes", "conditional_marginals", "conditional_moments",
+           "HCLTRecipe", "MaterializedCircuit", "Node", "Regularization", "TrainedHCLT", "Trial", "ProductNodes",
+           "SumNodes", "conditional_marginals", "conditional_moments",
            "empirical_marginals", "gaussian_inputs", "inputs", "materialize", "max_product_assignment", "multiply",
-           "outer_edges", "sample", "soften", "structures", "summation", "topological_order"]
+           "outer_edges", "sample", "soften", "structures", "summation", "topological_order", "train_hclt"]
 __all__ += ["CompleteDataView", "LatentDistributionView", "PatchCircuit", "PatchCircuitConfig",
             "fit_latent_distribution", "fit_lvd"]
