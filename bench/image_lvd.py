@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
     parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--context", default="mst")
-    parser.add_argument("--lvd-epochs", type=int, default=2)
+    parser.add_argument("--lvd-epochs", type=int, default=3)
     parser.add_argument("--latent-epochs", type=int, default=1)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"])

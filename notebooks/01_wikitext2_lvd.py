@@ -25,7 +25,7 @@ import os
 SCALE = os.environ.get("HMMLVD_NOTEBOOK_SCALE", "full")
 DATA_DIR = os.environ.get("HMMLVD_DATA", "../../shared/data/wikitext-2")
 SIZES = {"smoke": dict(hidden=(8, 16), lvd_windows=64, train_windows=1000, epochs=(1, 1), sliding_tokens=500),
-         "full": dict(hidden=(64, 128, 256), lvd_windows=4096, train_windows=None, epochs=(3, 1),
+         "full": dict(hidden=(64, 128, 256), lvd_windows=2048, train_windows=65536, epochs=(3, 1),
                       sliding_tokens=20000)}[SCALE]
 
 # %%
@@ -48,7 +48,8 @@ print({split: len(corpus.split(split)) for split in ("train", "valid", "test")},
 # ## LVD against random init, same EM budget
 # For every h: LVD distils from a seeded subsample of training windows (MiniLM suffix embeddings → per-position
 # K-means → closed-form fit); random init draws the tables. Both then get the same two-phase mini-batch EM on
-# overlapping windows (stride 8). Perplexity is reported under the `chunk` protocol (disjoint 32-token windows)
+# overlapping windows (stride 8; a seeded subsample of them at the default size). Perplexity is reported under
+# the `chunk` protocol (disjoint 32-token windows)
 # and the `sliding` protocol (each token given the previous ≤ 31; on the first test tokens here, to save time).
 
 # %%
