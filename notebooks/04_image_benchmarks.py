@@ -27,7 +27,7 @@ import os
 SCALE = os.environ.get("HMMLVD_NOTEBOOK_SCALE", "full")
 SIZES = {"smoke": dict(train=300, valid=100, test=100, clusters=4, hidden=2, teacher_epochs=1, epochs=(1, 1, 1),
                        small_teacher=True),
-         "full": dict(train=10000, valid=2000, test=10000, clusters=16, hidden=4, teacher_epochs=4, epochs=(2, 1, 2),
+         "full": dict(train=5000, valid=2000, test=10000, clusters=8, hidden=4, teacher_epochs=4, epochs=(3, 1, 2),
                       small_teacher=False)}[SCALE]
 PAPER = {"cifar10": {"lvd": 4.38, "hclt": 4.61}, "imagenet32": {"lvd": 4.39, "hclt": 4.82},
          "imagenet64": {"lvd": 4.12, "hclt": 4.67}}
