@@ -60,6 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--encoder", help="HF encoder name or path (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--encoder-batch-size", type=int, default=128, help="suffixes per encoder batch")
     parser.add_argument("--cache-dir", help="embedding cache root (default $HMMLVD_CACHE or ~/.cache/hmmlvd)")
+    parser.add_argument("--kmeans-backend", choices=("auto", "torch"), default="auto",
+                        help="auto: faiss in a single process when installed, torch otherwise; torch: always the "
+                             "torch K-means (what every run under torchrun uses, so 1 and N processes agree)")
     parser.add_argument("--kmeans-iterations", type=int, default=20, help="Lloyd iterations (default 20)")
     parser.add_argument("--phase1-epochs", type=int)
     parser.add_argument("--phase1-step-size", type=float, default=0.5, help="EM step size in phase 1 (0.5)")
@@ -113,7 +116,7 @@ def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
     """The recipe configuration of one model from the resolved settings and the options."""
     distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], args.encoder,
                                    args.encoder_batch_size, args.kmeans_iterations, args.lvd_pseudocount, args.seed,
-                                   args.cache_dir)
+                                   args.cache_dir, args.kmeans_backend)
     schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
                            args.phase2_step_size)
     return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],
