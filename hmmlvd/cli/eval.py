@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..data import wikitext2
+from ..distributed import process_group_from_env
 from ..data.tokenizers import load_tokenizer
 from ..evaluate import PROTOCOLS, perplexity
 from ..hmm import HMM
@@ -33,6 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    """Evaluate alone or under ``torchrun`` (each rank scores its shard; rank 0 prints)."""
+    with process_group_from_env() as (rank, _):
+        return _run(args, rank)
+
+
+def _run(args, rank: int) -> int:
     hmm = HMM.from_pretrained(args.model, device=args.device)
     hmm.allow_tf32 = args.tf32
     tokenizer = load_tokenizer(args.model)  # the word vocabulary or a sub-word tokenizer
@@ -49,6 +56,7 @@ def run(args) -> int:
             stream, name = stream[:args.max_tokens], f"{split}[:{args.max_tokens}]"
         for protocol in args.protocol:
             result = perplexity(hmm, stream, protocol, split=name, batch_size=args.batch_size,
-                                progress=not args.no_progress)
-            print(result.describe(hmm.num_states, init))
+                                progress=not args.no_progress and rank == 0)
+            if rank == 0:
+                print(result.describe(hmm.num_states, init))
     return 0

@@ -6,8 +6,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch.distributed as dist
+
 from .. import em
 from ..data import read_lines, wikitext2
+from ..distributed import process_group_from_env, rank_and_world_size
 from ..io import atomic_write_json
 from ..lvd.distill import DistillConfig
 from ..lvd.recipe import INITS, RecipeConfig, is_main_process, train
@@ -57,6 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--encoder", help="HF encoder name or path (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--encoder-batch-size", type=int, default=128, help="suffixes per encoder batch")
     parser.add_argument("--cache-dir", help="embedding cache root (default $HMMLVD_CACHE or ~/.cache/hmmlvd)")
+    parser.add_argument("--kmeans-backend", choices=("auto", "torch"), default="auto",
+                        help="auto: faiss in a single process when installed, torch otherwise; torch: always the "
+                             "torch K-means (what every run under torchrun uses, so 1 and N processes agree)")
     parser.add_argument("--kmeans-iterations", type=int, default=20, help="Lloyd iterations (default 20)")
     parser.add_argument("--phase1-epochs", type=int)
     parser.add_argument("--phase1-step-size", type=float, default=0.5, help="EM step size in phase 1 (0.5)")
@@ -110,7 +116,7 @@ def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
     """The recipe configuration of one model from the resolved settings and the options."""
     distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], args.encoder,
                                    args.encoder_batch_size, args.kmeans_iterations, args.lvd_pseudocount, args.seed,
-                                   args.cache_dir)
+                                   args.cache_dir, args.kmeans_backend)
     schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
                            args.phase2_step_size)
     return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],
@@ -118,13 +124,15 @@ def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
                         train_stride=settings["train_stride"], train_windows=settings["train_windows"],
                         eval_splits=tuple(settings["eval_splits"]), eval_protocols=tuple(settings["eval_protocols"]),
                         sliding_max_tokens=settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints,
-                        device=args.device, tf32=args.tf32, progress=not args.no_progress)
+                        device=args.device, tf32=args.tf32, progress=not args.no_progress and rank_and_world_size()[0] == 0)
 
 
 def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> dict:
-    """Run the recipe for one init into ``out``; save the model, tokenizer and results.json."""
-    result = train(corpus, config, out, resume=args.resume, log=lambda line: print(line, flush=True))
-    report = {"init": config.init, "settings": settings, "em": config.em_settings(), "distill": asdict(config.distill),
+    """Run the recipe for one init into ``out``; rank 0 saves the model, tokenizer and results.json."""
+    result = train(corpus, config, out, resume=args.resume, log=_say)
+    world_size = rank_and_world_size()[1]
+    report = {"init": config.init, "world_size": world_size,
+              "backend": dist.get_backend() if world_size > 1 else None, "settings": settings, "em": config.em_settings(), "distill": asdict(config.distill),
               "init_seconds": result.init_seconds,
               "lvd_stats": result.lvd_stats.as_dict() if result.lvd_stats is not None else None,
               "perplexity": result.perplexity, "init_valid_log_likelihood": result.init_valid_log_likelihood,
@@ -137,23 +145,35 @@ def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> 
     return report
 
 
+def _say(line: str = "") -> None:
+    """Print on rank 0 only (every rank runs the same recipe under torchrun)."""
+    if is_main_process():
+        print(line, flush=True)
+
+
 def run(args) -> int:
+    """Train under ``torchrun`` (one process per device, NCCL or gloo chosen automatically) or alone."""
+    with process_group_from_env():
+        return _run(args)
+
+
+def _run(args) -> int:
     settings = _resolve(args)
     inits = [args.init] + (["random"] if args.compare_random and args.init != "random" else [])
     configs = [recipe_config(init, settings, args) for init in inits]     # validates before loading data
     start = time.perf_counter()
     tokenizer = _tokenizer(args.tokenizer, lambda: read_lines(args.data_dir, not args.no_verify)[0]["train"])
     corpus = wikitext2(args.data_dir, tokenizer=tokenizer, verify=not args.no_verify)
-    print(f"WikiText-2 from {corpus.source}: train {len(corpus.train)}, valid {len(corpus.valid)}, "
-          f"test {len(corpus.test)} tokens, vocabulary {corpus.tokenizer.vocab_size}", flush=True)
+    _say(f"WikiText-2 from {corpus.source}: train {len(corpus.train)}, valid {len(corpus.valid)}, "
+          f"test {len(corpus.test)} tokens, vocabulary {corpus.tokenizer.vocab_size}")
     reports = []
     for config in configs:
         out = args.out if len(configs) == 1 else args.out / config.init
         reports.append(train_one(config, corpus, settings, args, out))
-    print("\nsummary (perplexity; lower is better)")
+    _say("\nsummary (perplexity; lower is better)")
     for report in reports:
         for row in report["perplexity"]:
-            print(f"  {row['stage']:>5} init={row['init']:<6} h={row['num_states']:<5} {row['protocol']:<7} "
+            _say(f"  {row['stage']:>5} init={row['init']:<6} h={row['num_states']:<5} {row['protocol']:<7} "
                   f"{row['split']:<14} {row['perplexity']:10.2f}")
-    print(f"total wall time {time.perf_counter() - start:.0f} s")
+    _say(f"total wall time {time.perf_counter() - start:.0f} s")
     return 0

@@ -3,8 +3,8 @@ from .mstep import (GaussianGroup, ParameterGroup, apply_m_step, entropy_regular
                     m_step, normalize)
 from .schedules import Constant, LinearAnneal, TwoPhase
 from .checkpoint import Checkpoint, History
-from .trainer import EMModel, epoch_order, fit, mean_log_likelihood, process_group
+from .trainer import EMModel, epoch_order, fit, mean_log_likelihood
 
 __all__ = ["GaussianGroup", "ParameterGroup", "apply_m_step", "entropy_regularized_normalize", "gaussian_m_step",
            "m_step", "normalize", "Constant", "LinearAnneal", "TwoPhase", "Checkpoint", "EMModel", "History",
-           "epoch_order", "fit", "mean_log_likelihood", "process_group"]
+           "epoch_order", "fit", "mean_log_likelihood"]

@@ -7,10 +7,10 @@ import time
 from typing import Callable, Protocol
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..distributed import rank_and_world_size, sum_across_ranks
 from .checkpoint import Checkpoint, History, LoopState
 from .mstep import GaussianGroup, ParameterGroup, apply_m_step
 
@@ -37,30 +37,17 @@ class Schedule(Protocol):
     def __call__(self, epoch: int, step: int, steps_per_epoch: int) -> float: ...
 
 
-def process_group() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised ``torch.distributed`` group, or ``(0, 1)``."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _sum_across_processes(tensors: list[Tensor]) -> None:
-    if process_group()[1] > 1:
-        for tensor in tensors:
-            dist.all_reduce(tensor)
-
-
 def mean_log_likelihood(model: EMModel, data: Tensor, batch_size: int, device: torch.device) -> float:
     """Mean log-likelihood per example of ``data`` under ``model``, batched (and sharded across
     processes when ``torch.distributed`` is initialised)."""
-    rank, world_size = process_group()
+    rank, world_size = rank_and_world_size()
     total = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             shard = data[start:start + batch_size][rank::world_size]
             if len(shard):
                 total += model.log_likelihood(shard.to(device)).double().sum()
-    _sum_across_processes([total])
+    sum_across_ranks([total])
     return total.item() / max(len(data), 1)
 
 
@@ -113,7 +100,7 @@ def fit(
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
     device = torch.device(device) if device is not None else next(iter(model.parameter_groups().values())).values.device
-    rank, _ = process_group()
+    rank, _ = rank_and_world_size()
     steps_per_epoch = 1 if full_batch else math.ceil(len(data) / batch_size)
     checkpoint = None if checkpoint_dir is None else Checkpoint(
         checkpoint_dir, {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
@@ -166,7 +153,7 @@ def _em_update(model: EMModel, chunks: list[Tensor], step_size: float, pseudocou
                device: torch.device) -> tuple[float, int]:
     """One M-step from the expected counts of ``chunks`` (each split across processes); returns the
     summed log-likelihood and the number of examples of the E-step."""
-    rank, world_size = process_group()
+    rank, world_size = rank_and_world_size()
     counts = model.zero_counts()      # the last M-step consumed the previous buffers
     batch_stats = torch.zeros(2, dtype=torch.float64, device=device)
     for chunk in chunks:
@@ -174,7 +161,7 @@ def _em_update(model: EMModel, chunks: list[Tensor], step_size: float, pseudocou
         if len(shard):
             batch_stats[0] += model.accumulate_counts(shard.to(device), counts).double().sum()
             batch_stats[1] += len(shard)
-    _sum_across_processes([*counts.values(), batch_stats])
+    sum_across_ranks([*counts.values(), batch_stats])
     model.set_parameters(apply_m_step(model.parameter_groups(), counts, pseudocount=pseudocount,
                                       step_size=step_size, overwrite_counts=True))
     return batch_stats[0].item(), int(batch_stats[1].item())

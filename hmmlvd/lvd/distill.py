@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..distributed import rank_and_world_size, shard
 from ..hmm import HMM
+from .closed_form import closed_form_hmm
 from .clustering import KMeansConfig, cluster_positions
 from .embeddings import EmbeddingStats, embed_windows
 from .encoder import SuffixEncoder
@@ -25,8 +27,12 @@ class DistillConfig:
     pseudocount: float = 0.1
     seed: int = 0
     cache_dir: str | None = None
+    kmeans_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.kmeans_backend not in ("auto", "torch"):
+            raise ValueError(f"kmeans_backend must be 'auto' (faiss in one process when installed) or 'torch', "
+                             f"got {self.kmeans_backend!r}")
         if self.num_states < 1:
             raise ValueError(f"num_states must be >= 1, got {self.num_states}")
         if self.num_windows is not None and self.num_windows < self.num_states:
@@ -66,18 +72,25 @@ def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
             encoder: SuffixEncoder | None = None, progress: bool = True) -> tuple[HMM, DistillStats]:
     """The LVD initialisation of a non-homogeneous HMM from training ``windows`` [N, T].
 
-    ``data_key`` identifies the stream the windows come from (for the embedding cache).
+    ``data_key`` identifies the stream the windows come from (for the embedding cache). Under
+    ``torch.distributed`` every rank passes all ``windows``; each embeds and counts its own shard of the
+    selected windows, K-means runs distributed in torch, and every rank returns the same HMM.
     """
     if windows.dim() != 2 or len(windows) == 0:
         raise ValueError(f"windows must be a non-empty [num_windows, length] tensor, got {tuple(windows.shape)}")
     window_ids = select_windows(len(windows), config.num_windows, config.seed)
+    rank, world_size = rank_and_world_size()
+    local_ids = shard(window_ids)
+    progress = progress and rank == 0
     encoder = encoder or SuffixEncoder(config.encoder, batch_size=config.encoder_batch_size)
-    embeddings, embedding_stats = embed_windows(windows, window_ids, tokenizer, encoder, data_key,
+    embeddings, embedding_stats = embed_windows(windows, local_ids, tokenizer, encoder, data_key,
                                                 cache_dir=config.cache_dir, progress=progress)
+    backend = "torch" if world_size > 1 else config.kmeans_backend
     assignments, kmeans_seconds = cluster_positions(
-        embeddings, KMeansConfig(config.num_states, config.kmeans_iterations, config.seed), progress=progress)
+        embeddings, KMeansConfig(config.num_states, config.kmeans_iterations, config.seed, backend=backend),
+        progress=progress)
     start = time.perf_counter()
-    hmm = HMM.from_complete_data(windows[window_ids], assignments, config.num_states, tokenizer.vocab_size,
-                                 pseudocount=config.pseudocount)
+    hmm = closed_form_hmm(windows[local_ids], assignments, config.num_states, tokenizer.vocab_size,
+                          pseudocount=config.pseudocount)
     counting_seconds = time.perf_counter() - start
     return hmm, DistillStats(len(window_ids), embedding_stats, kmeans_seconds, counting_seconds)

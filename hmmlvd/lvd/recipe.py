@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .. import em
 from ..data import windows
+from ..distributed import rank_and_world_size
 from ..evaluate import PROTOCOLS, perplexity
 from ..hmm import HMM, HMMConfig
 from .distill import DistillConfig, DistillStats, distill, select_windows
@@ -92,7 +93,7 @@ class RecipeResult:
 
 def is_main_process() -> bool:
     """Only rank 0 of a ``torch.distributed`` run writes files (every rank when not distributed)."""
-    return em.process_group()[0] == 0
+    return rank_and_world_size()[0] == 0
 
 
 def initial_hmm(init: str, train_windows: Tensor, tokenizer, distill_config: DistillConfig, data_key: str,

@@ -115,3 +115,34 @@ def test_every_epoch_is_reported_once(corpus_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     epoch_lines = [line for line in (captured.out + captured.err).splitlines() if re.search(r"\bepoch \d", line)]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"], epoch_lines
+
+
+def _train_worker(rank, argv, port):
+    import os
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert train_command.run(parse(argv)) == 0
+
+
+def test_train_under_two_processes_matches_one(corpus_dir, tiny_encoder, tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+
+    def argv(out):
+        return ["train", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(out), "--num-states", "3",
+                "--lvd-windows", "12", "--train-windows", "0", "--batch-size", "16", "--phase1-epochs", "1",
+                "--phase2-epochs", "1", "--encoder", tiny_encoder, "--cache-dir", str(tmp_path / "cache"),
+                "--kmeans-backend", "torch", "--eval-splits", "valid", "--sliding-max-tokens", "0", "--no-progress"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_train_worker, args=(argv(tmp_path / "two"), port), nprocs=2, join=True)
+    assert train_command.run(parse(argv(tmp_path / "one"))) == 0
+    one, two = HMM.from_pretrained(tmp_path / "one"), HMM.from_pretrained(tmp_path / "two")
+    for name, group in one.parameter_groups().items():
+        torch.testing.assert_close(two.parameter_groups()[name].values, group.values, rtol=0, atol=1e-6)
+    results = [json.loads((tmp_path / folder / "results.json").read_text()) for folder in ("one", "two")]
+    assert (results[0]["world_size"], results[1]["world_size"], results[1]["backend"]) == (1, 2, "gloo")
+    for row_one, row_two in zip(results[0]["perplexity"], results[1]["perplexity"], strict=True):
+        assert row_one["perplexity"] == pytest.approx(row_two["perplexity"], rel=1e-6)

@@ -11,7 +11,8 @@ from hmmlvd.data import Vocab, windows
 from hmmlvd.distributed import process_group_from_env, rank_and_world_size, shard, shard_bounds
 from hmmlvd.evaluate import log_likelihood
 from hmmlvd.io import load_tensors, save_tensors
-from hmmlvd.lvd import KMeansConfig, SuffixEncoder, cluster_positions, embed_windows, torch_kmeans
+from hmmlvd.lvd import (DistillConfig, KMeansConfig, SuffixEncoder, cluster_positions, distill, embed_windows,
+                        torch_kmeans)
 from hmmlvd.lvd.closed_form import closed_form_hmm
 
 KMEANS = KMeansConfig(4, iterations=8, seed=2, restarts=2)
@@ -106,3 +107,29 @@ def test_process_group_from_env_is_a_single_process_without_torchrun(monkeypatch
     with pytest.raises(ValueError, match="torchrun"):
         with process_group_from_env():
             pass
+
+
+def _distill(encoder_path, cache_dir):
+    vocab, train = text_corpus()
+    config = DistillConfig(3, kmeans_iterations=4, seed=1, cache_dir=str(cache_dir), kmeans_backend="torch")
+    hmm, stats = distill(train, vocab, config, "k", encoder=SuffixEncoder(encoder_path, device="cpu"),
+                         progress=False)
+    return {name: group.values for name, group in hmm.parameter_groups().items()}, stats
+
+
+def _distill_worker(rank, init_file, out_dir, encoder_path):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    parameters, stats = _distill(encoder_path, out_dir / "cache2")
+    assert stats.embedding.num_suffixes_computed == len(shard(torch.arange(len(text_corpus()[1])))) * 8
+    save_tensors(out_dir / f"distill{rank}.safetensors", parameters)
+    dist.destroy_process_group()
+
+
+def test_distill_under_two_processes_matches_one(tmp_path, tiny_encoder):
+    mp.spawn(_distill_worker, args=(str(tmp_path / "init"), tmp_path, str(tiny_encoder)), nprocs=2, join=True)
+    single, _ = _distill(str(tiny_encoder), tmp_path / "cache1")
+    for rank in range(2):
+        part = load_tensors(tmp_path / f"distill{rank}.safetensors")[0]
+        for name, value in single.items():
+            torch.testing.assert_close(part[name], value, rtol=0, atol=1e-6)
