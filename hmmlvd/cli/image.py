@@ -59,7 +59,7 @@ def _add_train(commands) -> None:
     parser.add_argument("--cache-dir", help="teacher cache (default $HMMLVD_CACHE/teachers or ~/.cache/hmmlvd)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's EM checkpoints")
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the teacher, K-means and circuit init (0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run_train)
 
@@ -82,11 +82,11 @@ def _add_sample(commands) -> None:
     parser.add_argument("model", type=Path, help="folder written by 'hmmlvd image train'")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
     parser.add_argument("--model-name", choices=("lvd", "em"), default="lvd", help="which patch circuit")
-    parser.add_argument("--num-samples", type=int, default=12)
+    parser.add_argument("--num-samples", type=int, default=12, help="unconditional samples in the top row (12)")
     parser.add_argument("--num-images", type=int, default=4, help="test images to inpaint")
     parser.add_argument("--mask", choices=MASKS, default="bottom", help="region hidden before inpainting")
     parser.add_argument("--data-dir", help="dataset folder (default: the one recorded at training)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (0)")
     parser.set_defaults(run=run_sample)
 
 
