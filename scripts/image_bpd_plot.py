@@ -9,13 +9,14 @@ import json
 from io import BytesIO
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hmmlvd.io import atomic_write_bytes  # noqa: E402
 
-STYLES = {"lvd": ("LVD", "o-"), "em": ("same structure, EM alone", "s--"), "hclt": ("pixel HCLT", "^:")}
+STYLES = {"lvd": ("LVD", "o-", "C0"), "em": ("same structure, EM alone", "s--", "C1"), "hclt": ("pixel HCLT", "^:", "C2")}
 
 
 def main() -> None:
@@ -26,15 +27,20 @@ def main() -> None:
     with open(args.results) as handle:
         results = json.load(handle)
     figure, axis = plt.subplots(figsize=(5.5, 4))
-    for model, (label, style) in STYLES.items():
-        rows = sorted((r for r in results["rows"] if r["model"] == model), key=lambda r: r["num_parameters"])
-        if rows:
-            axis.plot([r["num_parameters"] for r in rows], [r["test_bpd"] for r in rows], style, label=label)
+    for model, (label, style, colour) in STYLES.items():
+        for tied in (False, True):      # untied and tied patch circuits (and their HCLTs) are separate curves
+            rows = sorted((r for r in results["rows"] if r["model"] == model and bool(r["tied"]) == tied),
+                          key=lambda r: r["num_parameters"])
+            if rows:
+                axis.plot([r["num_parameters"] for r in rows], [r["test_bpd"] for r in rows], style, color=colour,
+                          fillstyle="none" if tied else "full", label=label + (("" if not tied else ", sized like the tied circuits" if model == "hclt"
+                                         else ", tied circuits")))
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set_xlabel("parameters")
     axis.set_ylabel("test bits per dimension")
     axis.set_title(f"Fashion-MNIST ({results['train_images']:,} training images)")
-    axis.legend()
+    axis.legend(fontsize=7)
     figure.tight_layout()
     buffer = BytesIO()
     figure.savefig(buffer, format="png", dpi=130)
