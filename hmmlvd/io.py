@@ -112,8 +112,8 @@ def read_config(directory: str | os.PathLike, model_types: str | tuple[str, ...]
     path = Path(directory) / CONFIG_FILE
     model_type, config = read_model_type(directory)
     if model_type not in model_types:
-        expected = " or ".join(repr(name) for name in model_types)
-        raise ValueError(f"{path} describes a {model_type!r}, not {expected}; open it with hmmlvd.load(path)")
+        raise ValueError(f"{path} is not a saved hmmlvd {' or '.join(model_types)} (its model_type is "
+                         f"{model_type!r}); hmmlvd.load(path) opens any hmmlvd model folder")
     if config.get("format_version") != format_version:
         raise ValueError(f"{path} has format_version {config.get('format_version')!r} for model_type "
                          f"{model_type!r}; this hmmlvd reads version {format_version} (a file from a newer "

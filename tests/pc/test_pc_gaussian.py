@@ -164,6 +164,7 @@ def test_cuda_matches_cpu(tiny):
 def test_materialised_gaussian_mixture_marginalises_and_trains_on_x_and_z():
     root = pc.summation(pc.multiply(pc.gaussian_inputs(0, 3), pc.gaussian_inputs(1, 3)), 1)
     circuit = pc.Circuit(root, seed=2, dtype=torch.float64)
+    circuit.update_nodes()                      # materialise the compiled (random) parameters, not new ones
     result = pc.materialize(root, [root.scope])
     joint = pc.Circuit(result.root, dtype=torch.float64)
     data = two_cluster_data(50)
