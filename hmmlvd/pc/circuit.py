@@ -39,9 +39,10 @@ class Circuit:
     """A circuit compiled into layers of dense tensors.
 
     ``Circuit(root)`` plans the layers; parameters missing on nodes are drawn at random from
-    ``seed`` into the compiled tensors (the nodes keep ``None``). ``log_likelihood(x)`` takes a LongTensor ``[B, num_variables]`` with ``-1`` for
-    missing values (marginalised), a float tensor with NaN for missing values when the circuit has
-    Gaussian inputs, or soft evidence ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM
+    ``seed`` into the compiled tensors (the nodes keep ``None``). ``log_likelihood(x)`` takes a
+    LongTensor ``[B, num_variables]`` with ``-1`` for missing values (marginalised), a float tensor
+    with NaN for missing values when the circuit has Gaussian inputs, or soft evidence
+    ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM
     methods make ``hmmlvd.em.fit(circuit, data, schedule)`` train it; ``update_nodes()`` writes the
     trained parameters back into the node objects.
     """
