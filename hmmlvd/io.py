@@ -1,4 +1,9 @@
-"""Safe, atomic storage: safetensors plus JSON, never pickle."""
+"""Safe, atomic storage: safetensors plus JSON, never pickle.
+
+Every artefact folder (an HMM, a circuit, a language model, ...) holds ``config.json`` with
+``model_type`` and ``format_version`` beside its other files; :func:`write_config` and
+:func:`read_config` write and check that header, and read the keys written by earlier versions.
+"""
 from __future__ import annotations
 
 import json
@@ -13,6 +18,11 @@ from safetensors.torch import save as _serialize
 from torch import Tensor
 
 METADATA_KEY = "hmmlvd"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+# model_type values written before one convention held, and what they are now
+LEGACY_MODEL_TYPES = {"hmmlvd.hmm": "hmm", "hmmlvd.pc.circuit": "circuit"}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -69,3 +79,43 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} has a corrupted metadata header: {error}") from None
     return tensors, metadata
+
+
+def write_config(directory: str | os.PathLike, model_type: str, format_version: int, fields: dict) -> None:
+    """Atomically write ``directory/config.json``: ``model_type``, ``format_version`` and ``fields``."""
+    reserved = {"model_type", "format_version"} & set(fields)
+    if reserved:
+        raise ValueError(f"config fields may not override {sorted(reserved)}")
+    atomic_write_json(Path(directory) / CONFIG_FILE,
+                      {"model_type": model_type, "format_version": format_version, **fields})
+
+
+def read_model_type(directory: str | os.PathLike) -> tuple[str, dict]:
+    """``(model_type, config)`` of an artefact folder; older keys (``format``/``version``) and model_type
+    names are translated to the current ones."""
+    path = Path(directory) / CONFIG_FILE
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object with a model_type, got {type(config).__name__}")
+    if "model_type" not in config and "format" in config:          # circuits written before format_version
+        config = {**config, "model_type": config["format"], "format_version": config.get("version")}
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise ValueError(f"{path} has no model_type; it was not written by hmmlvd's save_pretrained")
+    model_type = LEGACY_MODEL_TYPES.get(model_type, model_type)
+    return model_type, {**config, "model_type": model_type}
+
+
+def read_config(directory: str | os.PathLike, model_types: str | tuple[str, ...], format_version: int) -> dict:
+    """The ``config.json`` of ``directory``, checked to describe one of ``model_types`` at ``format_version``."""
+    model_types = (model_types,) if isinstance(model_types, str) else model_types
+    path = Path(directory) / CONFIG_FILE
+    model_type, config = read_model_type(directory)
+    if model_type not in model_types:
+        raise ValueError(f"{path} is not a saved hmmlvd {' or '.join(model_types)} (its model_type is "
+                         f"{model_type!r}); hmmlvd.load(path) opens any hmmlvd model folder")
+    if config.get("format_version") != format_version:
+        raise ValueError(f"{path} has format_version {config.get('format_version')!r} for model_type "
+                         f"{model_type!r}; this hmmlvd reads version {format_version} (a file from a newer "
+                         "hmmlvd needs that version to open it)")
+    return config

@@ -23,6 +23,8 @@ from torch import Tensor
 from .constraints import DFA, all_of, constraint_log_prob, length_between, none_of, sample_constrained
 from .hmm import HMM, check_sampling_options, sample_continuations, sliding_log_probs
 
+MODEL_TYPE = "language_model"
+
 
 @dataclass(frozen=True)
 class TextScore:
@@ -225,12 +227,14 @@ class LanguageModel:
 
     # ----------------------------------------------------------------- storage
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write the HMM (config.json, model.safetensors) and the tokenizer (tokenizer.json, ...)."""
-        self.hmm.save_pretrained(directory)
+        """Write the HMM (config.json with model_type ``"language_model"``, model.safetensors) and the
+        tokenizer (tokenizer.json, ...)."""
+        self.hmm.save_pretrained(directory, model_type=MODEL_TYPE)
         self.tokenizer.save(Path(directory))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "LanguageModel":
+        """Load a folder written by :meth:`save_pretrained`, or an HMM's folder with a tokenizer saved beside it."""
         from .data.tokenizers import load_tokenizer
 
         return cls(HMM.from_pretrained(directory, device=device), load_tokenizer(directory))

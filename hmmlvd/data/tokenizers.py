@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import atomic_write_bytes, atomic_write_json, read_json
+from ..io import TOKENIZER_FILE, atomic_write_bytes, atomic_write_json, read_json
 
-TOKENIZER_FILE = "tokenizer.json"
 HF_FOLDER = "hf_tokenizer"
 SENTENCEPIECE_FILE = "sentencepiece.model"
 

@@ -6,11 +6,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..io import atomic_write_json, read_json
+from ..io import TOKENIZER_FILE, atomic_write_json, read_json
 
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<eos>"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 class Vocab:

@@ -8,15 +8,15 @@ import torch
 from torch import Tensor
 
 from ..em.mstep import ParameterGroup, apply_m_step
-from ..io import atomic_write_json, load_tensors, read_json, save_tensors
+from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
 from . import filtering, inference, sampling
 from .complete_data import complete_data_counts
 from .config import HMMConfig
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-MODEL_TYPE = "hmmlvd.hmm"
+MODEL_TYPE = "hmm"
 FORMAT_VERSION = 1
+# model types whose folders hold an HMM's files (a LanguageModel adds its tokenizer beside them)
+HMM_FOLDER_TYPES = (MODEL_TYPE, "language_model")
 
 
 class HMM:
@@ -209,27 +209,25 @@ class HMM:
         return sampling.sample(self, num_samples, length, prefix, generator)
 
     # ----------------------------------------------------------------- storage
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
+    def save_pretrained(self, directory: str | os.PathLike, *, model_type: str = MODEL_TYPE) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically.
+
+        ``model_type`` is for models built on an HMM that keep its files (``"language_model"``).
+        """
+        if model_type not in HMM_FOLDER_TYPES:
+            raise ValueError(f"model_type must be one of {HMM_FOLDER_TYPES}, got {model_type!r}")
         directory = Path(directory)
         tensors = {name: group.values for name, group in self.parameter_groups().items()}
-        save_tensors(directory / WEIGHTS_FILE, tensors, {"model_type": MODEL_TYPE})
-        atomic_write_json(directory / CONFIG_FILE, {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION,
-                                                    "emission_layout": "position,token,state",
-                                                    **self.config.to_dict()})
+        save_tensors(directory / WEIGHTS_FILE, tensors, {"model_type": model_type})
+        write_config(directory, model_type, FORMAT_VERSION,
+                     {"emission_layout": "position,token,state", **self.config.to_dict()})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> "HMM":
-        """Load a model written by :meth:`save_pretrained`, checking it thoroughly."""
+        """Load a model written by :meth:`save_pretrained` (or a LanguageModel's folder), checking it thoroughly."""
         directory = Path(directory)
-        meta = read_json(directory / CONFIG_FILE)
-        if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{directory / CONFIG_FILE} does not describe an hmmlvd HMM (model_type="
-                             f"{meta.get('model_type') if isinstance(meta, dict) else None!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory} has format_version {meta.get('format_version')!r}; "
-                             f"this hmmlvd reads version {FORMAT_VERSION}")
+        meta = read_config(directory, HMM_FOLDER_TYPES, FORMAT_VERSION)
         try:
             config = HMMConfig.from_dict(meta)
         except TypeError as error:

@@ -66,12 +66,24 @@ class EmbeddingCache:
         wanted = set(window_ids.tolist())
         found: dict[int, Tensor] = {}
         for shard in self._shards():
-            tensors, _ = load_tensors(shard)
-            for row, window_id in enumerate(tensors["window_ids"].tolist()):
+            ids, embeddings = self._read_shard(shard)
+            for row, window_id in enumerate(ids.tolist()):
                 if window_id in wanted and window_id not in found:
-                    found[window_id] = tensors["embeddings"][row]
+                    found[window_id] = embeddings[row]
         missing = torch.tensor([i for i in window_ids.tolist() if i not in found], dtype=torch.long)
         return found, missing
+
+    def _read_shard(self, shard: Path) -> tuple[Tensor, Tensor]:
+        """``(window_ids [m], embeddings [m, T, d])`` of one shard, or a ValueError saying how to recover."""
+        try:
+            tensors, _ = load_tensors(shard)
+            ids, embeddings = tensors["window_ids"], tensors["embeddings"]
+            if ids.dim() != 1 or embeddings.dim() != 3 or len(ids) != len(embeddings):
+                raise ValueError(f"window_ids {tuple(ids.shape)} and embeddings {tuple(embeddings.shape)} disagree")
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"embedding cache shard {shard} is damaged ({error}); delete it and rerun, and the "
+                             "missing embeddings are computed again") from None
+        return ids, embeddings
 
     def add(self, window_ids: Tensor, embeddings: Tensor) -> None:
         """Write one shard atomically."""

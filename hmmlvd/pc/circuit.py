@@ -8,8 +8,9 @@ from torch import Tensor
 
 from ..em import GaussianGroup, ParameterGroup
 from .evidence import Evidence, parse_evidence
-from .layers import InputGroup, ProductLayer, SumGroup, plan_layers
+from .layers import InputGroup, ProductLayer, SumGroup, SumLayer, plan_layers
 from .nodes import CategoricalInputNodes, Node
+from .semirings import SumProduct, evaluate
 from .serialize import load_nodes, save_nodes
 
 
@@ -23,18 +24,25 @@ class ForwardPass:
     sum_cache: dict[int, tuple[Tensor, Tensor]]   # id(group) -> (shifted child probs [n,C,B], sums [n,U,B])
 
 
-def _gather(values: Tensor, rows: Tensor) -> Tensor:
-    """``values[rows]`` for a 2-D index (index_select is much faster than advanced indexing on CPU)."""
-    return values.index_select(0, rows.reshape(-1)).reshape(*rows.shape, values.shape[1])
+def _sum_group_backward(group: SumGroup, cache: tuple[Tensor, Tensor], flows: Tensor, counts: Tensor | None) -> None:
+    """Pass the flows of ``group``'s units to its children (and add its expected edge counts ``[n, U, C]``)."""
+    probs, sums = cache                                                        # [n, C, B], [n, U, B]
+    tiny = torch.finfo(sums.dtype).tiny
+    ratio = flows[group.start:group.start + group.num_rows].reshape(sums.shape) / sums.clamp_min(tiny)
+    if counts is not None:
+        counts += group.params * torch.bmm(ratio, probs.transpose(1, 2))
+    child_flows = probs * torch.bmm(group.params.transpose(1, 2), ratio)
+    flows.index_add_(0, group.child_rows.reshape(-1), child_flows.reshape(-1, child_flows.shape[-1]))
 
 
 class Circuit:
     """A circuit compiled into layers of dense tensors.
 
     ``Circuit(root)`` plans the layers; parameters missing on nodes are drawn at random from
-    ``seed``. ``log_likelihood(x)`` takes a LongTensor ``[B, num_variables]`` with ``-1`` for
-    missing values (marginalised), a float tensor with NaN for missing values when the circuit has
-    Gaussian inputs, or soft evidence ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM
+    ``seed`` into the compiled tensors (the nodes keep ``None``). ``log_likelihood(x)`` takes a
+    LongTensor ``[B, num_variables]`` with ``-1`` for missing values (marginalised), a float tensor
+    with NaN for missing values when the circuit has Gaussian inputs, or soft evidence
+    ``[B, num_variables, K]`` (see :mod:`hmmlvd.pc.evidence`). The EM
     methods make ``hmmlvd.em.fit(circuit, data, schedule)`` train it; ``update_nodes()`` writes the
     trained parameters back into the node objects.
     """
@@ -50,14 +58,13 @@ class Circuit:
         self.root = root
         self.device = torch.device(device)
         self.dtype = dtype
-        self.input_groups, self.layers, self.node_rows, self.num_rows = plan_layers(
-            root, seed=seed, dtype=dtype, device=self.device)
-        self.root_row = self.node_rows[root.node_id]
+        self.plan = plan_layers(root, seed=seed, dtype=dtype, device=self.device)
+        self.root_row = self.plan.node_rows[root]
         self.num_variables = max(root.scope) + 1
         categories = torch.zeros(self.num_variables, dtype=torch.long)       # 0: Gaussian or outside the scope
         gaussian = torch.zeros(self.num_variables, dtype=torch.bool)
         kinds: dict[int, str] = {}
-        for group in self.input_groups:
+        for group in self.plan.input_groups:
             for node in group.nodes:
                 categorical = isinstance(node, CategoricalInputNodes)
                 kind = f"{node.num_categories}-category" if categorical else "Gaussian"
@@ -72,12 +79,12 @@ class Circuit:
         self.num_categories = categories.to(self.device)
         self.gaussian_variables = gaussian.to(self.device)
         self._named_groups: dict[str, InputGroup | SumGroup] = {}
-        for index, group in enumerate(self.input_groups):
+        for index, group in enumerate(self.plan.input_groups):
             if not group.fixed:
                 self._named_groups[f"input{index}"] = group
-        for depth, layer in enumerate(self.layers):
-            if not isinstance(layer, ProductLayer):
-                for index, group in enumerate(layer):
+        for depth, layer in enumerate(self.plan.layers):
+            if isinstance(layer, SumLayer):
+                for index, group in enumerate(layer.groups):
                     self._named_groups[f"sum{depth}_{index}"] = group
 
     # ------------------------------------------------------------------ inference
@@ -88,26 +95,9 @@ class Circuit:
     def forward(self, x: Tensor | Evidence) -> ForwardPass:
         """Log value of every unit for the batch ``x`` (validated here unless already an ``Evidence``)."""
         evidence = x if isinstance(x, Evidence) else self.check_inputs(x)
-        values = torch.empty(self.num_rows, len(evidence), dtype=self.dtype, device=self.device)
-        values[0] = 0.0                                                # every other row is written below
-        input_cache = {}
-        for group in self.input_groups:
-            values[group.start:group.start + len(group)], input_cache[id(group)] = group.log_values(evidence)
-        cache: dict[int, tuple[Tensor, Tensor]] = {}
-        for layer in self.layers:
-            if isinstance(layer, ProductLayer):
-                values[layer.start:layer.start + len(layer.child_rows)] = _gather(values, layer.child_rows).sum(1)
-                continue
-            for group in layer:
-                children = _gather(values, group.child_rows)                  # [n, C, B]
-                shift = children.amax(1, keepdim=True)
-                shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-                probs = torch.exp(children - shift)
-                sums = torch.bmm(group.params, probs)                        # [n, U, B]
-                cache[id(group)] = (probs, sums)
-                rows = sums.shape[0] * sums.shape[1]
-                values[group.start:group.start + rows] = (sums.log() + shift).reshape(rows, -1)
-        return ForwardPass(values, evidence, input_cache, cache)
+        semiring = SumProduct()
+        values = evaluate(self.plan, evidence, semiring, dtype=self.dtype, device=self.device)
+        return ForwardPass(values, evidence, semiring.input_cache, semiring.sum_cache)
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """``log p(x)`` per example ``[B]`` (missing entries marginalised)."""
@@ -122,21 +112,15 @@ class Circuit:
         flows = torch.zeros_like(forward.values)
         flows[self.root_row] = 1.0
         group_names = {id(group): name for name, group in self._named_groups.items()}
-        tiny = torch.finfo(self.dtype).tiny
-        for layer in reversed(self.layers):
-            if isinstance(layer, ProductLayer):
-                parents = flows[layer.start:layer.start + len(layer.child_rows)]
-                fan_in = layer.child_rows.shape[1]
-                flows.index_add_(0, layer.child_rows.reshape(-1), parents.repeat_interleave(fan_in, dim=0))
-                continue
-            for group in reversed(layer):
-                probs, sums = forward.sum_cache[id(group)]
-                n, units, _ = sums.shape
-                ratio = flows[group.start:group.start + n * units].reshape(n, units, -1) / sums.clamp_min(tiny)
-                if counts is not None:
-                    counts[group_names[id(group)]] += group.params * torch.bmm(ratio, probs.transpose(1, 2))
-                child_flows = probs * torch.bmm(group.params.transpose(1, 2), ratio)
-                flows.index_add_(0, group.child_rows.reshape(-1), child_flows.reshape(-1, child_flows.shape[-1]))
+        for layer in reversed(self.plan.layers):
+            match layer:
+                case ProductLayer(start=start, child_rows=child_rows):
+                    parents = flows[start:start + len(child_rows)].repeat_interleave(child_rows.shape[1], dim=0)
+                    flows.index_add_(0, child_rows.reshape(-1), parents)
+                case SumLayer(groups=groups):
+                    for group in reversed(groups):
+                        group_counts = counts[group_names[id(group)]] if counts is not None else None
+                        _sum_group_backward(group, forward.sum_cache[id(group)], flows, group_counts)
         if counts is not None:
             for name, group in self._named_groups.items():
                 if not isinstance(group, SumGroup):
@@ -178,39 +162,39 @@ class Circuit:
         return counts
 
     # ------------------------------------------------------------------ parameters and nodes
+    def _parameters_by_node(self):
+        """``(node, its parameters)`` for every parametrised node; the tensors are views into the groups."""
+        for group in self.plan.input_groups:
+            offset = 0
+            for node in group.nodes:
+                yield node, group.params[offset:offset + node.num_units]
+                offset += node.num_units
+        for group in self.plan.sum_groups:
+            yield from zip(group.nodes, group.params)
+
     def node_parameters(self, node: Node) -> Tensor:
         """The current parameters of ``node`` (a view into the compiled tensors)."""
-        for group in self._all_parameter_groups():
-            for index, member in enumerate(group.nodes):
-                if member is node:
-                    if isinstance(group, SumGroup):
-                        return group.params[index]
-                    offset = sum(other.num_units for other in group.nodes[:index])
-                    return group.params[offset:offset + node.num_units]
+        for member, params in self._parameters_by_node():
+            if member is node:
+                return params
         raise ValueError(f"{node!r} has no parameters in this circuit (product node, or not under the root)")
 
     def update_nodes(self) -> None:
-        """Copy the compiled parameters back into the node objects (e.g. before recompiling)."""
-        for group in self._all_parameter_groups():
-            for node in group.nodes:
-                node.params = self.node_parameters(node).detach().cpu().clone()
+        """Copy the compiled parameters into the node objects (e.g. before recompiling); the only place
+        where a circuit writes into its nodes."""
+        for node, params in self._parameters_by_node():
+            node.params = params.detach().cpu().clone()
 
     def save_pretrained(self, directory) -> None:
-        """Write ``config.json`` (node graph) and ``model.safetensors`` (current parameters) atomically."""
-        self.update_nodes()
-        save_nodes(self.root, directory)
+        """Write ``config.json`` (node graph) and ``model.safetensors`` (current parameters) atomically;
+        the nodes are left as they are."""
+        save_nodes(self.root, directory, dict(self._parameters_by_node()))
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> "Circuit":
         """Load a circuit written by :meth:`save_pretrained`."""
         return cls(load_nodes(directory), device=device, dtype=dtype)
-
-    def _all_parameter_groups(self):
-        yield from self.input_groups
-        for layer in self.layers:
-            if not isinstance(layer, ProductLayer):
-                yield from layer
 
     @property
     def num_parameters(self) -> int:

@@ -76,14 +76,14 @@ def materialize(root: Node, scopes: list[set[int] | frozenset[int]]) -> Material
                              "materialise scopes of existing sum nodes")
     latent_of = {scope: first_latent + index for index, scope in enumerate(scopes)}
     result = MaterializedCircuit(root, root, scopes, [latent_of[s] for s in scopes], [sizes[s] for s in scopes])
-    replaced: dict[int, Node] = {}
+    replaced: dict[Node, Node] = {}
     for node in order:
-        children = tuple(replaced.get(child.node_id, child) for child in node.children)
+        children = tuple(replaced.get(child, child) for child in node.children)
         if isinstance(node, InputNodes):
             continue
         if isinstance(node, ProductNodes):
             if children != node.children:
-                replaced[node.node_id] = multiply(*children, edges=node.edges, name=node.name)
+                replaced[node] = multiply(*children, edges=node.edges, name=node.name)
             continue
         if node.scope in latent_of:
             children = _with_indicators(children, latent_of[node.scope], sizes[node.scope], node.name)
@@ -93,9 +93,9 @@ def materialize(root: Node, scopes: list[set[int] | frozenset[int]]) -> Material
             except ValueError as error:
                 raise ValueError(f"materialising {[sorted(s)[:8] for s in scopes]} breaks smoothness ({error}); "
                                  "choose scopes that every path through the circuit passes through") from None
-            replaced[node.node_id] = new
+            replaced[node] = new
             result.sum_sources.append((new, node))
-    result.root = replaced.get(root.node_id, root)
+    result.root = replaced.get(root, root)
     return result
 
 

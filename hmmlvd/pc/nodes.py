@@ -13,16 +13,23 @@ checked there too, so an invalid circuit fails with a ``ValueError`` naming the 
 """
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
-_ids = itertools.count()
+
+def _scope_label(scope: frozenset[int]) -> str:
+    """``{0,1,2}``, or ``{0,1,2,...,783}`` for a long scope."""
+    variables = [str(v) for v in sorted(scope)]
+    shown = variables if len(variables) <= 4 else [*variables[:3], "...", variables[-1]]
+    return "{" + ",".join(shown) + "}"
 
 
 class Node:
-    """A vector of ``num_units`` units with a common scope (a frozenset of variable ids)."""
+    """A vector of ``num_units`` units with a common scope (a frozenset of variable ids).
+
+    Nodes are compared and hashed by identity. Without a ``name`` one is made from the node's kind
+    and scope (e.g. ``sum{0,1,2}``); names label nodes in messages and files, they need not be unique.
+    """
 
     kind = "node"
 
@@ -32,8 +39,7 @@ class Node:
         self.num_units = num_units
         self.scope = scope
         self.children = children
-        self.node_id = next(_ids)
-        self.name = name if name is not None else f"{self.kind}#{self.node_id}"
+        self.name = name if name is not None else f"{self.kind}{_scope_label(scope)}"
 
     def __repr__(self) -> str:
         variables = sorted(self.scope)
@@ -227,16 +233,16 @@ def summation(children: Node | list[Node] | tuple[Node, ...], num_units: int, pa
 def topological_order(root: Node) -> list[Node]:
     """All nodes reachable from ``root``, children before parents (iterative, no recursion limit)."""
     order: list[Node] = []
-    state: dict[int, bool] = {}
+    seen: set[Node] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
-        if node.node_id in state:
+        if node in seen:
             continue
-        state[node.node_id] = True
+        seen.add(node)
         stack.append((node, True))
-        stack.extend((child, False) for child in reversed(node.children) if child.node_id not in state)
+        stack.extend((child, False) for child in reversed(node.children) if child not in seen)
     return order

@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .circuit import Circuit, _gather
+from .circuit import Circuit
 from .evidence import Evidence
 from .input_layers import CategoricalInputGroup, GaussianInputGroup, choose
-from .layers import ProductLayer
+from .layers import ProductLayer, SumGroup, SumLayer, gather_rows
+from .semirings import MaxProduct, evaluate
 
 
 def _hard_evidence(circuit: Circuit, x: Tensor, query: str) -> Evidence:
@@ -35,7 +36,7 @@ def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
         width = int(circuit.num_categories.max())
         result = torch.zeros(batch * num_vars, width, dtype=circuit.dtype, device=circuit.device)
         examples = torch.arange(batch, device=circuit.device)
-        for group in circuit.input_groups:
+        for group in circuit.plan.input_groups:
             if not isinstance(group, CategoricalInputGroup):
                 continue
             unit_flows = flows[group.start:group.start + len(group.variables)]         # [N, B]
@@ -65,7 +66,7 @@ def conditional_moments(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, Ten
         values = forward.inputs.values                                                 # [B, V]
         first = torch.zeros(values.shape[1], values.shape[0], dtype=circuit.dtype, device=circuit.device)
         second = torch.zeros_like(first)
-        for group in circuit.input_groups:
+        for group in circuit.plan.input_groups:
             if isinstance(group, GaussianInputGroup):
                 unit_flows = flows[group.start:group.start + len(group)]              # [N, B]
                 mean, std = group.params[:, :1], group.params[:, 1:]
@@ -79,26 +80,6 @@ def conditional_moments(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, Ten
         return mean.masked_fill(not_gaussian, float("nan")), variance.masked_fill(not_gaussian, float("nan"))
 
 
-def _max_product_values(circuit: Circuit, evidence: Evidence, chunk_units: int = 1 << 22) -> Tensor:
-    """Forward pass with max instead of sum: the best log score of every unit ``[num_rows, B]``."""
-    values = torch.zeros(circuit.num_rows, len(evidence), dtype=circuit.dtype, device=circuit.device)
-    for group in circuit.input_groups:
-        values[group.start:group.start + len(group)] = group.best_log_values(evidence)
-    for layer in circuit.layers:
-        if isinstance(layer, ProductLayer):
-            values[layer.start:layer.start + len(layer.child_rows)] = _gather(values, layer.child_rows).sum(1)
-            continue
-        for group in layer:
-            log_weights = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()   # [n, U, C]
-            children = _gather(values, group.child_rows)                                   # [n, C, B]
-            n, units, fan_in = log_weights.shape
-            step = max(1, chunk_units // max(n * units * fan_in, 1))
-            best = torch.cat([(log_weights[..., None] + children[:, None, :, s:s + step]).amax(2)
-                              for s in range(0, children.shape[2], step)], dim=2)
-            values[group.start:group.start + n * units] = best.reshape(n * units, -1)
-    return values
-
-
 def _top_down(circuit: Circuit, evidence: Evidence, values: Tensor, generator: torch.Generator | None) -> Tensor:
     """Walk from the root choosing one child per active sum unit and one value per missing variable.
 
@@ -108,31 +89,20 @@ def _top_down(circuit: Circuit, evidence: Evidence, values: Tensor, generator: t
     circuit has Gaussian inputs.
     """
     batch = len(evidence)
-    active = torch.zeros(circuit.num_rows, batch, dtype=torch.bool, device=circuit.device)
+    active = torch.zeros(circuit.plan.num_rows, batch, dtype=torch.bool, device=circuit.device)
     active[circuit.root_row] = True
-
-    for layer in reversed(circuit.layers):
-        if isinstance(layer, ProductLayer):
-            unit, example = active[layer.start:layer.start + len(layer.child_rows)].nonzero(as_tuple=True)
-            fan_in = layer.child_rows.shape[1]
-            active[layer.child_rows[unit].reshape(-1), example.repeat_interleave(fan_in)] = True
-            active[0] = False                                                  # the padding row
-            continue
-        for group in layer:
-            n, units, fan_in = group.params.shape
-            unit_active = active[group.start:group.start + n * units].reshape(n, units, batch)
-            chosen_unit = unit_active.to(torch.uint8).argmax(1)                        # [n, B]
-            log_weights = group.params.clamp_min(torch.finfo(circuit.dtype).tiny).log()
-            rows = torch.gather(log_weights, 1, chosen_unit[..., None].expand(n, batch, fan_in))  # [n, B, C]
-            child_values = _gather(values, group.child_rows).transpose(1, 2)           # [n, B, C]
-            child = choose(rows + child_values, generator)                             # [n, B]
-            child_rows = torch.gather(group.child_rows, 1, child)                      # [n, B]
-            is_active = unit_active.any(1)
-            columns = torch.arange(batch, device=circuit.device).expand(n, batch)
-            active[child_rows[is_active], columns[is_active]] = True
+    for layer in reversed(circuit.plan.layers):
+        match layer:
+            case ProductLayer(start=start, child_rows=child_rows):
+                unit, example = active[start:start + len(child_rows)].nonzero(as_tuple=True)
+                active[child_rows[unit].reshape(-1), example.repeat_interleave(child_rows.shape[1])] = True
+                active[0] = False                                                  # the padding row
+            case SumLayer(groups=groups):
+                for group in groups:
+                    _choose_children(group, values, active, generator)
     real = evidence.values is not None
     result = evidence.values.clone() if real else evidence.ids.clone()
-    for group in circuit.input_groups:
+    for group in circuit.plan.input_groups:
         unit, example = active[group.start:group.start + len(group)].nonzero(as_tuple=True)
         variable = group.variables[unit]
         missing = torch.isnan(result[example, variable]) if real else result[example, variable] < 0
@@ -140,6 +110,22 @@ def _top_down(circuit: Circuit, evidence: Evidence, values: Tensor, generator: t
         chosen = group.complete(unit, generator)
         result[example, variable] = chosen.to(result.dtype)
     return result
+
+
+def _choose_children(group: SumGroup, values: Tensor, active: Tensor, generator: torch.Generator | None) -> None:
+    """Mark, for every active unit of ``group``, the child it chooses (sampled or argmax) as active."""
+    n, units, fan_in = group.params.shape
+    batch = active.shape[1]
+    unit_active = active[group.start:group.start + n * units].reshape(n, units, batch)
+    chosen_unit = unit_active.to(torch.uint8).argmax(1)                                # [n, B]
+    log_weights = group.params.clamp_min(torch.finfo(group.params.dtype).tiny).log()
+    rows = torch.gather(log_weights, 1, chosen_unit[..., None].expand(n, batch, fan_in))  # [n, B, C]
+    child_values = gather_rows(values, group.child_rows).transpose(1, 2)               # [n, B, C]
+    child = choose(rows + child_values, generator)                                     # [n, B]
+    child_rows = torch.gather(group.child_rows, 1, child)                              # [n, B]
+    is_active = unit_active.any(1)
+    columns = torch.arange(batch, device=active.device).expand(n, batch)
+    active[child_rows[is_active], columns[is_active]] = True
 
 
 def sample(circuit: Circuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
@@ -169,5 +155,5 @@ def max_product_assignment(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, 
     """
     with torch.no_grad():
         evidence = _hard_evidence(circuit, evidence, "max_product_assignment")
-        values = _max_product_values(circuit, evidence)
+        values = evaluate(circuit.plan, evidence, MaxProduct(), dtype=circuit.dtype, device=circuit.device)
         return _top_down(circuit, evidence, values, None), values[circuit.root_row].clone()

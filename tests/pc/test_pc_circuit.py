@@ -4,7 +4,7 @@ import torch
 
 from hmmlvd import em, pc
 from hmmlvd.pc.structures import rat_spn
-from tests.pc.reference import all_assignments, assert_cuda_matches_cpu, mixed_circuit, naive_counts
+from tests.pc.references import all_assignments, assert_cuda_matches_cpu, mixed_circuit, naive_counts
 
 
 @pytest.fixture(params=["mixed", "rat"])
@@ -53,7 +53,7 @@ def test_expected_counts_equal_autograd_flows(tiny):
             else:
                 offset = sum(n.num_units for n in rows[:rows.index(node)])
                 got = counts[name][offset:offset + node.num_units]
-            torch.testing.assert_close(got, reference[node.node_id], rtol=1e-9, atol=1e-10)
+            torch.testing.assert_close(got, reference[node], rtol=1e-9, atol=1e-10)
             seen += 1
     assert seen == len(reference)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hmmlvd import em, pc
-from tests.pc.reference import (all_assignments, assert_cuda_matches_cpu, circuit_params, mixed_circuit,
+from tests.pc.references import (all_assignments, assert_cuda_matches_cpu, circuit_params, mixed_circuit,
                                naive_log_likelihood)
 
 
@@ -42,7 +42,7 @@ def test_soft_counts_equal_autograd(tiny):
             else:
                 offset = sum(n.num_units for n in group.nodes[:index])
                 got = counts[name][offset:offset + node.num_units]
-            expected = params[node.node_id] * params[node.node_id].grad
+            expected = params[node] * params[node].grad
             torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from hmmlvd import em, pc
 from hmmlvd.pc.input_layers import GaussianInputGroup
-from tests.pc.reference import assert_cuda_matches_cpu, circuit_params, naive_log_likelihood
+from tests.pc.references import assert_cuda_matches_cpu, circuit_params, naive_log_likelihood
 
 
 def mixed_gaussian_circuit():
@@ -56,21 +56,21 @@ def test_sufficient_statistics_equal_reference_flows(tiny):
     root, circuit, data = tiny
     params = circuit_params(circuit, root)
     gaussians = [node for node in pc.topological_order(root) if isinstance(node, pc.GaussianInputNodes)]
-    expected = {node.node_id: torch.zeros(node.num_units, 3, dtype=torch.float64) for node in gaussians}
+    expected = {node: torch.zeros(node.num_units, 3, dtype=torch.float64) for node in gaussians}
     for row in data.tolist():
-        offsets = {node.node_id: torch.zeros(node.num_units, dtype=torch.float64, requires_grad=True)
+        offsets = {node: torch.zeros(node.num_units, dtype=torch.float64, requires_grad=True)
                    for node in gaussians}
         naive_log_likelihood(root, row, params, offsets).backward()
         for node in gaussians:
             value = row[node.variable]
             if not math.isnan(value):
-                flows = offsets[node.node_id].grad
-                expected[node.node_id] += torch.stack([flows, flows * value, flows * value ** 2], dim=1)
+                flows = offsets[node].grad
+                expected[node] += torch.stack([flows, flows * value, flows * value ** 2], dim=1)
     counts = circuit.expected_counts(data)
     (name, group), = [(n, g) for n, g in circuit._named_groups.items() if isinstance(g, GaussianInputGroup)]
     offset = 0
     for node in group.nodes:
-        torch.testing.assert_close(counts[name][offset:offset + node.num_units], expected[node.node_id],
+        torch.testing.assert_close(counts[name][offset:offset + node.num_units], expected[node],
                                    rtol=1e-9, atol=1e-10)
         offset += node.num_units
 
@@ -164,6 +164,7 @@ def test_cuda_matches_cpu(tiny):
 def test_materialised_gaussian_mixture_marginalises_and_trains_on_x_and_z():
     root = pc.summation(pc.multiply(pc.gaussian_inputs(0, 3), pc.gaussian_inputs(1, 3)), 1)
     circuit = pc.Circuit(root, seed=2, dtype=torch.float64)
+    circuit.update_nodes()                      # materialise the compiled (random) parameters, not new ones
     result = pc.materialize(root, [root.scope])
     joint = pc.Circuit(result.root, dtype=torch.float64)
     data = two_cluster_data(50)

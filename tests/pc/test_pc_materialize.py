@@ -5,7 +5,7 @@ import torch
 from hmmlvd import em, pc
 from hmmlvd.pc.materialize import materialize
 from hmmlvd.pc.structures import hclt, hmm_circuit
-from tests.pc.reference import all_assignments
+from tests.pc.references import all_assignments
 from tests.pc.test_pc_structures import correlated_data
 
 

@@ -8,7 +8,7 @@ import torch
 from hmmlvd import pc
 from hmmlvd.pc.queries import conditional_marginals, max_product_assignment, sample
 from hmmlvd.pc.structures import hmm_circuit, rat_spn
-from tests.pc.reference import all_assignments
+from tests.pc.references import all_assignments
 from tests.pc.test_pc_circuit import mixed_circuit
 
 

@@ -8,7 +8,7 @@ import torch
 
 from hmmlvd import HMM, HMMConfig, em, pc
 from hmmlvd.pc.structures import chow_liu_tree, hclt, hmm_circuit, mutual_information, rat_spn
-from tests.pc.reference import all_assignments
+from tests.pc.references import all_assignments
 
 
 def correlated_data(num_examples=400, num_vars=5, seed=0):

@@ -103,16 +103,30 @@ def hclt_from_tree(children: list[list[int]], order: list[int], num_latents: int
     return summation(subtree[order[0]], 1, name=f"z{order[0]}")
 
 
-def hclt(data: Tensor, num_latents: int, num_categories: int = 2, *, num_bins: int | None = None,
+def infer_num_categories(data: Tensor) -> int:
+    """``data.max() + 1`` for complete category ids ``[N, V]``; refuses data that cannot tell."""
+    data = torch.as_tensor(data)
+    if data.dim() != 2 or data.numel() == 0 or data.dtype.is_floating_point or data.dtype == torch.bool:
+        raise ValueError(f"cannot infer num_categories from data of dtype {data.dtype} and shape "
+                         f"{tuple(data.shape)}; pass num_categories= (data must be a non-empty LongTensor [N, V])")
+    if int(data.max()) < 1:
+        raise ValueError("cannot infer num_categories: every value in data is 0 (or missing); pass num_categories=")
+    return int(data.max()) + 1
+
+
+def hclt(data: Tensor, num_latents: int, num_categories: int | None = None, *, num_bins: int | None = None,
          root: int | None = None, num_trees: int = 1, seed: int = 0) -> Node:
     """An HCLT over the columns of ``data`` [N, V] (complete category ids) with hidden size ``num_latents``.
 
-    ``num_trees > 1`` gives a mixture of HCLTs: the first tree is learnt from ``data``, the others
-    from bootstrap resamples of it (drawn with ``seed``).
+    ``num_categories`` defaults to ``data.max() + 1``; pass it when some category never occurs in
+    ``data``. ``num_trees > 1`` gives a mixture of HCLTs: the first tree is learnt from ``data``, the
+    others from bootstrap resamples of it (drawn with ``seed``).
     """
     for name, value in (("num_latents", num_latents), ("num_trees", num_trees)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if num_categories is None:
+        num_categories = infer_num_categories(data)
     generator = torch.Generator().manual_seed(seed)
     components = []
     for tree in range(num_trees):

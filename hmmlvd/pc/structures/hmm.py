@@ -6,12 +6,18 @@ the root mixes ``N_0`` with the initial distribution. Unit ``i`` of every node i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from ..circuit import Circuit
 from ..nodes import CategoricalInputNodes, Node, SumNodes, inputs, multiply, summation
+
+
+class HoldsNodeParameters(Protocol):
+    """Anything that maps a node to its current parameters, e.g. a compiled :class:`hmmlvd.pc.Circuit`."""
+
+    def node_parameters(self, node: Node) -> Tensor: ...
 
 
 @dataclass
@@ -23,7 +29,7 @@ class HMMCircuit:
     transitions: list[SumNodes]      # transitions[t]: p(z_{t+1} | z_t)
     emissions: list[CategoricalInputNodes]      # emissions[t]: p(x_t | z_t)
 
-    def hmm_parameters(self, circuit: Circuit) -> tuple[Tensor, Tensor, Tensor]:
+    def hmm_parameters(self, circuit: HoldsNodeParameters) -> tuple[Tensor, Tensor, Tensor]:
         """``(initial [h], transitions [T-1, h, h], emissions [T, V, h])`` as held by ``circuit``."""
         initial = circuit.node_parameters(self.initial)[0]
         num_states = initial.shape[0]

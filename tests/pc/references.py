@@ -11,9 +11,9 @@ from hmmlvd.pc import CategoricalInputNodes, ProductNodes, topological_order
 
 
 def naive_log_likelihood(root, x_row: list, params: dict, leaf_offsets: dict | None = None) -> torch.Tensor:
-    """log p(x) of one example, unit by unit; ``params[node_id]`` are the node's parameter tensors.
+    """log p(x) of one example, unit by unit; ``params[node]`` are the node's parameter tensors.
 
-    Entries of ``x_row`` that are -1 or NaN are missing. ``leaf_offsets[node_id]`` ([num_units]) is added
+    Entries of ``x_row`` that are -1 or NaN are missing. ``leaf_offsets[node]`` ([num_units]) is added
     to the log values of those input units (its gradient is their flow).
     """
     values = {}
@@ -24,21 +24,21 @@ def naive_log_likelihood(root, x_row: list, params: dict, leaf_offsets: dict | N
             if missing:
                 units = [torch.zeros((), dtype=torch.float64)] * node.num_units
             elif isinstance(node, CategoricalInputNodes):
-                units = [params[node.node_id][u, int(value)].log() for u in range(node.num_units)]
+                units = [params[node][u, int(value)].log() for u in range(node.num_units)]
             else:
-                mean, std = params[node.node_id][:, 0], params[node.node_id][:, 1]
+                mean, std = params[node][:, 0], params[node][:, 1]
                 units = list(torch.distributions.Normal(mean, std).log_prob(torch.tensor(float(value),
                                                                                          dtype=torch.float64)))
-            if leaf_offsets is not None and node.node_id in leaf_offsets:
-                units = [unit + leaf_offsets[node.node_id][u] for u, unit in enumerate(units)]
+            if leaf_offsets is not None and node in leaf_offsets:
+                units = [unit + leaf_offsets[node][u] for u, unit in enumerate(units)]
         elif isinstance(node, ProductNodes):
-            units = [sum(values[child.node_id][int(node.edges[u, i])] for i, child in enumerate(node.children))
+            units = [sum(values[child][int(node.edges[u, i])] for i, child in enumerate(node.children))
                      for u in range(node.num_units)]
         else:
-            children = torch.cat([values[child.node_id] for child in node.children])
-            units = [torch.logsumexp(params[node.node_id][u].log() + children, 0) for u in range(node.num_units)]
-        values[node.node_id] = torch.stack(units)
-    return values[root.node_id][0]
+            children = torch.cat([values[child] for child in node.children])
+            units = [torch.logsumexp(params[node][u].log() + children, 0) for u in range(node.num_units)]
+        values[node] = torch.stack(units)
+    return values[root][0]
 
 
 def circuit_params(circuit, root, requires_grad: bool = False) -> dict:
@@ -46,7 +46,7 @@ def circuit_params(circuit, root, requires_grad: bool = False) -> dict:
     result = {}
     for node in topological_order(root):
         if not isinstance(node, ProductNodes):
-            result[node.node_id] = circuit.node_parameters(node).detach().double().clone().requires_grad_(requires_grad)
+            result[node] = circuit.node_parameters(node).detach().double().clone().requires_grad_(requires_grad)
     return result
 
 
@@ -55,7 +55,7 @@ def naive_counts(circuit, root, data: torch.Tensor) -> tuple[torch.Tensor, dict]
     params = circuit_params(circuit, root, requires_grad=True)
     logs = torch.stack([naive_log_likelihood(root, row, params) for row in data.tolist()])
     logs.sum().backward()
-    return logs.detach(), {node_id: (p * p.grad).detach() for node_id, p in params.items()}
+    return logs.detach(), {node: (p * p.grad).detach() for node, p in params.items()}
 
 
 def all_assignments(num_categories: list[int]) -> torch.Tensor:
