@@ -214,7 +214,8 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         if "lvd" in config.models:
             image_model = PatchImageModel(pc.PatchCircuit(circuit_config, seed=config.seed, device=device),
                                           image_shape, patch_size)
-            curve, seconds = _train_lvd(image_model, x_train, assignments, valid_images, config, fit_options, log)
+            curve, seconds = _train_lvd(image_model, x_train, assignments, x_valid, valid_images, config,
+                                        fit_options, log)
             stage_seconds.update(seconds)
             models["lvd"] = TrainedModel("lvd", image_model, circuit_config.num_parameters, *evaluate(image_model),
                                          curve, seconds)
@@ -278,12 +279,11 @@ def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, 
     return teacher, assignments, seconds
 
 
-def _train_lvd(model: PatchImageModel, x_train: Tensor, assignments: Tensor, valid_images: Tensor,
+def _train_lvd(model: PatchImageModel, x_train: Tensor, assignments: Tensor, x_valid: Tensor, valid_images: Tensor,
                config: ImageRecipeConfig, fit_options, log) -> tuple[list[float], dict[str, float]]:
     """Lemma 1, then the latent-distribution step, then EM on x: the valid bpd after every stage, and the
     seconds of each."""
     circuit = model.circuit
-    x_valid = model.patches(valid_images)
     seconds, curve = {}, []
     start = time.perf_counter()
     if config.lvd_epochs:
