@@ -52,7 +52,7 @@ def run(train: torch.Tensor, data: dict, recipe: pc.HCLTRecipe, progress: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--root", default=None, help="DEBD folder (default $HMMLVD_DEBD or /work/shared/data/debd)")
+    parser.add_argument("--root", default=None, help="DEBD folder (default $HMMLVD_DEBD)")
     parser.add_argument("--num-latents", type=int, default=32)
     parser.add_argument("--small-size", type=int, default=1500, help="training rows of the small-data table")
     parser.add_argument("--small-seed", type=int, default=0)

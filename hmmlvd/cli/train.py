@@ -12,6 +12,7 @@ from .. import em
 from ..data import read_lines, wikitext2
 from ..distributed import process_group_from_env, rank_and_world_size
 from ..io import atomic_write_json
+from ..lm import LanguageModel
 from ..lvd.distill import DistillConfig
 from ..lvd.recipe import INITS, RecipeConfig, is_main_process, train
 
@@ -139,8 +140,7 @@ def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> 
               "history": result.history.as_dict(), "em_windows": result.em_windows,
               "em_epoch_seconds": result.em_epoch_seconds}
     if is_main_process():
-        result.hmm.save_pretrained(out)
-        corpus.tokenizer.save(out)
+        LanguageModel(result.hmm, corpus.tokenizer).save_pretrained(out)
         atomic_write_json(out / "results.json", report)
     return report
 

@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from hmmlvd import HMM
+import hmmlvd
+from hmmlvd import HMM, LanguageModel
 from hmmlvd.cli import eval as eval_command
 from hmmlvd.cli import train as train_command
 from hmmlvd.data import Vocab
@@ -35,6 +36,8 @@ def test_train_compare_random_then_eval(corpus_dir, tiny_encoder, tmp_path, caps
         assert (folder / "init" / "model.safetensors").is_file()
         hmm, vocab = HMM.from_pretrained(folder), Vocab.load(folder)
         assert hmm.num_states == 3 and hmm.vocab_size == vocab.vocab_size
+        lm = hmmlvd.load(folder)                     # the folder is a LanguageModel: HMM plus its tokenizer
+        assert isinstance(lm, LanguageModel) and torch.equal(lm.hmm.emissions, hmm.emissions)
         final = {(r["protocol"], r["split"]): r["perplexity"] for r in results["perplexity"] if r["stage"] == "final"}
         assert set(final) == {(p, s) for p in ("chunk", "sliding") for s in ("valid", "test")}
         assert f"test perplexity (sliding protocol, h=3, init={init})" in printed
