@@ -3,9 +3,11 @@ then (optionally) torch K-means in 1 process against 2 gloo processes on the emb
 
 The reference below is the embedding path as it was before tokenise-once: every suffix text tokenised on its
 own, batches padded in the loop, no background thread. It lives here only to be measured against.
-Both paths embed the same seeded WikiText-2 training windows with the same encoder, alternating, and each
-figure is the best of ``--repeats`` timings. ``--cpu-bf16`` adds an informational row: the new path under
-bf16 autocast on the CPU (AMX), which the library does not do (on the CPU it stays fp32).
+Three rows embed the same seeded WikiText-2 training windows with the same encoder, alternating, and each
+figure is the best of ``--repeats`` timings: the previous path (fp32), tokenise-once in fp32, and tokenise-once
+at the library's default precision (``--encoder-dtype auto``: bf16 autocast on CPUs with AMX / AVX512-BF16,
+fp32 elsewhere). The last row also reports how close its embeddings are to fp32: cosine, and the share of
+suffixes that land in the same K-means cluster (centroids fitted on the fp32 embeddings).
 
     flock /tmp/hmmlvd-cpu.lock python bench/distill_speed.py --windows 64 --threads 2
 """
@@ -88,7 +90,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="timings per path (the best is reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--kmeans-clusters", type=int, default=64, help="0 skips the K-means comparison")
-    parser.add_argument("--cpu-bf16", action="store_true", help="also time bf16 autocast on the CPU (informational)")
     parser.add_argument("--data-dir", help="WikiText-2 folder (default $HMMLVD_DATA)")
     args = parser.parse_args()
     if args.windows < 1 or args.repeats < 1 or args.threads < 1 or args.kmeans_clusters < 0:
@@ -97,40 +98,39 @@ def main() -> None:
     corpus = wikitext2(args.data_dir)
     train = windows(corpus.train, 32, 32)
     rows = train[select_windows(len(train), args.windows, seed=0)]
-    encoder = SuffixEncoder(device="cpu")
+    encoders = {"per-suffix, fp32 (before)": SuffixEncoder(device="cpu", dtype="float32")}
+    encoders["tokenise once, fp32"] = encoders["per-suffix, fp32 (before)"]
+    default = SuffixEncoder(device="cpu")
+    encoders[f"tokenise once, auto = {default.precision} (now)"] = default
+    functions = (reference_embed, tokenise_once_embed, tokenise_once_embed)
     num_suffixes = rows.numel()
-    reference_embed(encoder, rows[:2], corpus.tokenizer)              # warm-up
-    tokenise_once_embed(encoder, rows[:2], corpus.tokenizer)
-    best = {"per-suffix (before)": float("inf"), "tokenise once (now)": float("inf")}
-    results = {}
+    for (name, encoder), function in zip(encoders.items(), functions):       # warm-up
+        function(encoder, rows[:2], corpus.tokenizer)
+    best, results = {name: float("inf") for name in encoders}, {}
     for _ in range(args.repeats):
-        for name, function in zip(best, (reference_embed, tokenise_once_embed)):
+        for (name, encoder), function in zip(encoders.items(), functions):
             start = time.perf_counter()
             results[name] = function(encoder, rows, corpus.tokenizer)
             best[name] = min(best[name], time.perf_counter() - start)
-    before, now = best.values()
-    difference = (results["tokenise once (now)"] - results["per-suffix (before)"]).abs().max().item()
-    one_by_one, cut = host_seconds(encoder, rows, corpus.tokenizer)
-    print(f"{args.windows} windows = {num_suffixes} suffixes, {args.threads} threads, MiniLM-L6 fp32 on the CPU")
-    print("| path | s | suffixes/s | tokenising µs/suffix |")
-    print("|---|---:|---:|---:|")
-    for (name, seconds), host in zip(best.items(), (one_by_one, cut)):
-        print(f"| {name} | {seconds:.2f} | {num_suffixes / seconds:.1f} | {1e6 * host / num_suffixes:.1f} |")
-    print(f"speed-up: {before / now:.3f}x suffixes/s; tokenising {one_by_one / cut:.1f}x; "
-          f"max |embedding difference| {difference:.2e}")
-    if args.cpu_bf16:
-        encoder.amp_dtype = torch.bfloat16          # what the library does on CUDA only
-        tokenise_once_embed(encoder, rows[:2], corpus.tokenizer)
-        start = time.perf_counter()
-        low = tokenise_once_embed(encoder, rows, corpus.tokenizer)
-        seconds = time.perf_counter() - start
-        encoder.amp_dtype = None
-        cosine = torch.nn.functional.cosine_similarity(low, results["tokenise once (now)"], dim=1)
-        print(f"informational: tokenise once + bf16 autocast on the CPU: {num_suffixes / seconds:.1f} suffixes/s "
-              f"({before / seconds:.2f}x the per-suffix path); cosine to fp32 min {cosine.min():.6f}, "
-              f"mean {cosine.mean():.5f}")
+    before = best["per-suffix, fp32 (before)"]
+    reference, exact, low = results.values()
+    one_by_one, cut = host_seconds(encoders["tokenise once, fp32"], rows, corpus.tokenizer)
+    print(f"{args.windows} windows = {num_suffixes} suffixes, {args.threads} threads, MiniLM-L6 on the CPU "
+          f"({torch.backends.cpu.get_cpu_capability()})")
+    print("| path | s | suffixes/s | vs before | tokenising µs/suffix |")
+    print("|---|---:|---:|---:|---:|")
+    for (name, seconds), host in zip(best.items(), (one_by_one, cut, cut)):
+        print(f"| {name} | {seconds:.2f} | {num_suffixes / seconds:.1f} | {before / seconds:.2f}x "
+              f"| {1e6 * host / num_suffixes:.1f} |")
+    print(f"tokenise once, fp32: max |embedding difference| to before {(exact - reference).abs().max().item():.2e}; "
+          f"tokenising {one_by_one / cut:.1f}x faster")
+    cosine = torch.nn.functional.cosine_similarity(low, exact, dim=1)
+    centroids = torch_kmeans(exact, KMeansConfig(min(64, len(exact)), iterations=20, seed=0, backend="torch"))[1]
+    same = (torch.cdist(low, centroids).argmin(1) == torch.cdist(exact, centroids).argmin(1)).float().mean()
+    print(f"{default.precision} vs fp32: cosine min {cosine.min():.6f}, mean {cosine.mean():.6f}; "
+          f"same nearest of 64 fp32 K-means centroids for {100 * same:.2f}% of suffixes")
     if args.kmeans_clusters:
-        points = results["tokenise once (now)"]
+        points = exact
         config = KMeansConfig(args.kmeans_clusters, iterations=20, seed=0, backend="torch")
         start = time.perf_counter()
         labels, _ = torch_kmeans(points, config)

@@ -14,6 +14,7 @@ from ..distributed import process_group_from_env, rank_and_world_size
 from ..io import atomic_write_json
 from ..lm import LanguageModel
 from ..lvd.distill import DistillConfig
+from ..lvd.encoder import ENCODER_DTYPES
 from ..lvd.recipe import INITS, RecipeConfig, is_main_process, train
 
 SEQ_LEN = 32
@@ -60,6 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                          "chunks, 1 = every subsequence (the paper)")
     parser.add_argument("--encoder", help="HF encoder name or path (default: offline all-MiniLM-L6-v2)")
     parser.add_argument("--encoder-batch-size", type=int, default=128, help="suffixes per encoder batch")
+    parser.add_argument("--encoder-dtype", choices=ENCODER_DTYPES, default="auto",
+                        help="encoder precision (autocast); auto: float16 on CUDA, bfloat16 on CPUs with bf16 "
+                             "matrix units (AMX / AVX512-BF16), float32 elsewhere")
     parser.add_argument("--cache-dir", help="embedding cache root (default $HMMLVD_CACHE or ~/.cache/hmmlvd)")
     parser.add_argument("--kmeans-backend", choices=("auto", "torch"), default="auto",
                         help="auto: faiss in a single process when installed, torch otherwise; torch: always the "
@@ -115,9 +119,10 @@ def _tokenizer(spec: str, lines_source):
 
 def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
     """The recipe configuration of one model from the resolved settings and the options."""
-    distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], args.encoder,
-                                   args.encoder_batch_size, args.kmeans_iterations, args.lvd_pseudocount, args.seed,
-                                   args.cache_dir, args.kmeans_backend)
+    distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], encoder=args.encoder,
+                                   encoder_batch_size=args.encoder_batch_size, encoder_dtype=args.encoder_dtype,
+                                   kmeans_iterations=args.kmeans_iterations, pseudocount=args.lvd_pseudocount,
+                                   seed=args.seed, cache_dir=args.cache_dir, kmeans_backend=args.kmeans_backend)
     schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
                            args.phase2_step_size)
     return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],

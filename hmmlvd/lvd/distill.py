@@ -12,17 +12,19 @@ from ..hmm import HMM
 from .closed_form import closed_form_hmm
 from .clustering import KMeansConfig, cluster_positions
 from .embeddings import EmbeddingStats, embed_windows
-from .encoder import SuffixEncoder
+from .encoder import ENCODER_DTYPES, SuffixEncoder
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """LVD settings. ``num_windows=None`` distills from every training window (a GPU budget)."""
+    """LVD settings. ``num_windows=None`` distills from every training window (a GPU budget).
+    ``encoder_dtype`` is the encoder's precision, one of :data:`~hmmlvd.lvd.encoder.ENCODER_DTYPES`."""
 
     num_states: int
     num_windows: int | None = None
     encoder: str | None = None
     encoder_batch_size: int = 128
+    encoder_dtype: str = "auto"
     kmeans_iterations: int = 20
     pseudocount: float = 0.1
     seed: int = 0
@@ -30,6 +32,8 @@ class DistillConfig:
     kmeans_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.encoder_dtype not in ENCODER_DTYPES:
+            raise ValueError(f"encoder_dtype must be one of {', '.join(ENCODER_DTYPES)}, got {self.encoder_dtype!r}")
         if self.kmeans_backend not in ("auto", "torch"):
             raise ValueError(f"kmeans_backend must be 'auto' (faiss in one process when installed) or 'torch', "
                              f"got {self.kmeans_backend!r}")
@@ -82,7 +86,8 @@ def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
     rank, world_size = rank_and_world_size()
     local_ids = shard(window_ids)
     progress = progress and rank == 0
-    encoder = encoder or SuffixEncoder(config.encoder, batch_size=config.encoder_batch_size)
+    encoder = encoder or SuffixEncoder(config.encoder, batch_size=config.encoder_batch_size,
+                                       dtype=config.encoder_dtype)
     embeddings, embedding_stats = embed_windows(windows, local_ids, tokenizer, encoder, data_key,
                                                 cache_dir=config.cache_dir, progress=progress)
     backend = "torch" if world_size > 1 else config.kmeans_backend

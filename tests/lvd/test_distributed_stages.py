@@ -75,7 +75,7 @@ def test_two_gloo_processes_match_one(tmp_path):
 
 def test_cache_shards_of_two_ranks_read_as_one_cache(tmp_path, tiny_encoder):
     vocab, train = text_corpus()
-    encoder, ids = SuffixEncoder(tiny_encoder, device="cpu"), torch.arange(len(train))
+    encoder, ids = SuffixEncoder(tiny_encoder, device="cpu", dtype="float32"), torch.arange(len(train))
     for rank in range(2):      # what each rank of a 2-process run embeds and writes (no collective involved)
         _, stats = embed_windows(train, shard(ids, rank, 2), vocab, encoder, "k", cache_dir=tmp_path / "cache",
                                  progress=False)
@@ -112,8 +112,8 @@ def test_process_group_from_env_is_a_single_process_without_torchrun(monkeypatch
 def _distill(encoder_path, cache_dir):
     vocab, train = text_corpus()
     config = DistillConfig(3, kmeans_iterations=4, seed=1, cache_dir=str(cache_dir), kmeans_backend="torch")
-    hmm, stats = distill(train, vocab, config, "k", encoder=SuffixEncoder(encoder_path, device="cpu"),
-                         progress=False)
+    encoder = SuffixEncoder(encoder_path, device="cpu", dtype="float32")
+    hmm, stats = distill(train, vocab, config, "k", encoder=encoder, progress=False)
     return {name: group.values for name, group in hmm.parameter_groups().items()}, stats
 
 
