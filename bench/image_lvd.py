@@ -68,7 +68,7 @@ def main() -> None:
     print(f"{'k':>4} {'H':>3} {'tied':>5} {'model':>6} {'params':>12} {'test bpd':>9} {'valid bpd':>9} {'s':>6}")
     for clusters, hidden, tied in args.sizes:
         start = time.perf_counter()
-        assignments, _ = assign_latents(features, clusters, seed=0)
+        assignments, _ = assign_latents(features, clusters, seed=0, shared=tied)
         kmeans_seconds = time.perf_counter() - start
         config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, models=tuple(args.models),
                                    lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs,

@@ -1,5 +1,5 @@
 """Per-patch latent assignments: K-means per patch position over the features of all training images (paper §5),
-and the nearest learnt centroid for new images."""
+or one K-means shared by every position for tied patch circuits, and the nearest learnt centroid for new images."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,16 +12,22 @@ from ..clustering import KMeansConfig, kmeans
 
 
 def assign_latents(features: Tensor, num_clusters: int, iterations: int = 20, restarts: int = 1, seed: int = 0,
-                   use_gpu: bool | None = None, progress: bool = True) -> tuple[Tensor, Tensor]:
+                   use_gpu: bool | None = None, progress: bool = True, shared: bool = False) -> tuple[Tensor, Tensor]:
     """K-means with ``num_clusters`` clusters at every patch position of ``features`` [N, P, d], on every point.
 
     Returns (Z LongTensor [N, P] with z[n, i] in 0..k-1, centroids float32 [P, k, d]). Position i is clustered
     by :func:`hmmlvd.lvd.clustering.kmeans` (faiss; torch on a GPU) with seed ``seed + i``, as
     :func:`hmmlvd.lvd.clustering.cluster_positions` does; Z[n, i] is the nearest of position i's centroids.
+    With ``shared`` one K-means runs over the features of every position together, so cluster c means the same
+    at every patch (what a circuit whose patch models are tied across patches needs); its centroids are
+    repeated for every position.
     """
     if features.dim() != 3:
         raise ValueError(f"features must be [N, P, d], got shape {tuple(features.shape)}")
     config = KMeansConfig(num_clusters, iterations=iterations, seed=seed, restarts=restarts, use_gpu=use_gpu)
+    if shared:
+        labels, centroids = kmeans(features.reshape(-1, features.shape[2]), config)
+        return labels.view(features.shape[:2]), centroids[None].expand(features.shape[1], -1, -1).contiguous()
     assignments = torch.empty(features.shape[:2], dtype=torch.long)
     centroids = torch.empty(features.shape[1], num_clusters, features.shape[2])
     for patch in tqdm(range(features.shape[1]), desc=f"K-means (k={num_clusters}) per patch", unit="patch",

@@ -272,7 +272,7 @@ def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, 
     seconds["features"] = time.perf_counter() - start
     start = time.perf_counter()
     assignments, _ = assign_latents(features, config.num_clusters, iterations=config.kmeans_iterations,
-                                    seed=config.seed, progress=config.progress)
+                                    seed=config.seed, progress=config.progress, shared=config.tied)
     seconds["kmeans"] = time.perf_counter() - start
     log(f"[teacher] {seconds['teacher']:.0f} s; features ({config.context}) {seconds['features']:.0f} s; "
         f"K-means (k={config.num_clusters}) {seconds['kmeans']:.1f} s")

@@ -29,6 +29,19 @@ def test_assign_latents_recovers_planted_clusters_at_every_patch():
             assert torch.allclose(centroids[patch, cluster], members.mean(0), atol=1e-3)
 
 
+def test_shared_assignments_mean_the_same_cluster_at_every_patch():
+    """Tied patch circuits need cluster c to be one kind of patch everywhere; per-position K-means numbers its
+    clusters independently at each position, the shared K-means does not."""
+    features, truth = planted(count=200, patches=1)
+    features = torch.cat([features, features.roll(7, 0), features.roll(30, 0)], 1)   # the same centres at 3 patches
+    truth = torch.cat([truth, truth.roll(7, 0), truth.roll(30, 0)], 1)
+    latents, centroids = assign_latents(features, 4, restarts=10, progress=False, shared=True)
+    assert latents.shape == (200, 3) and centroids.shape == (3, 4, 5)
+    assert same_partition(latents.flatten(), truth.flatten())                 # one numbering for all positions
+    assert torch.equal(centroids[0], centroids[1]) and torch.equal(centroids[0], centroids[2])
+    assert torch.equal(nearest_centroids(features, centroids), latents)
+
+
 def test_nearest_centroids_reproduces_training_assignments_and_matches_brute_force():
     features, _ = planted()
     latents, centroids = assign_latents(features, 4, progress=False)
