@@ -30,6 +30,18 @@ def test_atomic_write_creates_folders_and_replaces(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.json"]
 
 
+def test_atomic_writes_get_the_permissions_a_plain_write_would(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        io.atomic_write_bytes(tmp_path / "new.png", b"picture")
+        assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o644          # not mkstemp's 0600
+        (tmp_path / "new.png").chmod(0o640)
+        io.atomic_write_bytes(tmp_path / "new.png", b"another picture")
+        assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o640          # an existing file keeps its mode
+    finally:
+        os.umask(previous)
+
+
 def test_tensors_round_trip_with_metadata(tmp_path):
     tensors = {"a": torch.arange(6, dtype=torch.float64).reshape(2, 3).T,          # not contiguous
                "b": torch.tensor([1, -1], dtype=torch.long), "c": torch.ones(2, 2, dtype=torch.float16)}
