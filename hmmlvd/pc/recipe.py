@@ -1,9 +1,9 @@
 """HCLT training that tunes its own regularisation on the validation split (no per-dataset hand tuning).
 
 Each setting of a small grid, ordered from weak to strong regularisation, trains the same initial circuit
-by mini-batch EM (linearly annealed step size) and then full-batch EM, with early stopping on the
-validation log-likelihood; the search stops at the first setting that does worse on validation than the
-best so far. The returned circuit holds the best-on-validation parameters of the best setting.
+by mini-batch EM (linearly annealed step size) and then full-batch EM with early stopping, keeping the
+parameters of the epoch with the best validation log-likelihood; the search stops at the first setting that
+does worse on validation than the best so far. The returned circuit holds the best-on-validation parameters of the best setting.
 """
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ DEFAULT_GRID = (Regularization(0.01), Regularization(0.1, 0.001, 0.1), Regulariz
 class HCLTRecipe:
     """Structure, EM budget and search space of :func:`train_hclt`.
 
-    ``patience``: a phase stops after this many epochs without a better validation log-likelihood.
+    ``patience``: the full-batch phase stops after this many epochs without a better validation
+    log-likelihood. The mini-batch phase always runs its whole annealed schedule: while the step size is large
+    its validation log-likelihood is noisy (on plants it stalled for 10 epochs at η ≈ 0.4 and stopping there cost
+    0.66 nats), so only its best epoch is kept.
     """
 
     num_latents: int = 32
@@ -169,7 +172,7 @@ def _train_one(circuit: Circuit, data: Tensor, valid: Tensor, setting: Regulariz
                 since_best[0] = 0
             else:
                 since_best[0] += 1
-                if since_best[0] >= recipe.patience:
+                if phase == "full-batch" and since_best[0] >= recipe.patience:
                     raise _StopPhase
 
         try:
