@@ -46,10 +46,13 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     if dtype == "auto":
         if device.type == "cuda":
             return torch.float16
-        native_bf16 = device.type == "cpu" and (torch.cpu._is_amx_tile_supported()
-                                               or torch.cpu._is_avx512_bf16_supported())
-        return torch.bfloat16 if native_bf16 else None
+        return torch.bfloat16 if device.type == "cpu" and _cpu_has_bf16_matrix_units() else None
     return None if dtype == "float32" else getattr(torch, dtype)
+
+
+def _cpu_has_bf16_matrix_units() -> bool:
+    checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(check is not None and check() for check in checks)
 
 
 def encoder_fingerprint(model, tokenizer) -> str:
