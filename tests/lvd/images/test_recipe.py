@@ -96,10 +96,19 @@ def test_pixel_hclt_size_is_the_closest_parameter_count():
 @pytest.mark.parametrize("changes, message", [
     ({"num_clusters": 0}, "num_clusters"), ({"context": "all"}, "context"), ({"models": ("lvd", "gan")}, "models"),
     ({"lvd_epochs": 0, "latent_epochs": 0, "finetune_epochs": 0}, "budget"), ({"step_end": 0.9}, "step_end"),
+    ({"finetune_step_start": 1.5}, "finetune_step_start"),
 ])
 def test_bad_configs_are_refused(changes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         config(tmp_path, **changes)
+
+
+def test_finetuning_starts_gentler_on_untied_circuits_than_on_tied_ones(tmp_path):
+    def first_and_last(schedule):
+        return schedule.start, schedule.end, schedule.epochs
+    assert first_and_last(config(tmp_path).finetune_schedule()) == (0.1, 0.01, 2)
+    assert first_and_last(config(tmp_path, tied=True).finetune_schedule()) == (0.3, 0.03, 2)
+    assert first_and_last(config(tmp_path, tied=True, finetune_step_start=0.5).finetune_schedule()) == (0.5, 0.05, 2)
 
 
 def test_bad_images_are_refused(digits, tmp_path):
