@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
-from hmmlvd import HMM
+from hmmlvd import HMMConfig
 from hmmlvd.cli import train as train_command
+from hmmlvd.hmm.model import FORMAT_VERSION, HMM_FOLDER_TYPES
+from hmmlvd.io import read_config
 
 FIELDS = ["num_states", "init", "num_parameters", "stage", "protocol", "split", "perplexity", "num_tokens"]
 
@@ -42,6 +45,13 @@ def train(num_states: int, args, extra: list[str]) -> None:
     train_command.run(parser.parse_args(argv))
 
 
+def num_parameters(folder: Path) -> int:
+    """The parameter count of the model saved in ``folder``, from its config.json alone (so a finished
+    run's weights may be deleted: at h = 4096 they are 17 GB per model)."""
+    config = HMMConfig.from_dict(read_config(folder, HMM_FOLDER_TYPES, FORMAT_VERSION))
+    return sum(math.prod(shape) for shape in config.parameter_shapes().values())
+
+
 def collect(out: Path, states: list[int]) -> tuple[list[dict], list[dict]]:
     rows, costs = [], []
     for num_states in states:
@@ -51,7 +61,7 @@ def collect(out: Path, states: list[int]) -> tuple[list[dict], list[dict]]:
                 print(f"no results in {folder}; skipped", file=sys.stderr)
                 continue
             report = json.loads((folder / "results.json").read_text())
-            parameters = HMM.from_pretrained(folder).num_parameters()
+            parameters = num_parameters(folder)
             rows += [{**{k: r[k] for k in ("stage", "protocol", "split", "perplexity", "num_tokens")},
                       "num_states": num_states, "init": init, "num_parameters": parameters}
                      for r in report["perplexity"]]
