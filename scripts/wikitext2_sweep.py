@@ -1,8 +1,10 @@
 """LVD vs random init on WikiText-2 over a list of h: a CSV, a PNG (test perplexity against
 parameter count, the paper's Figure 1 right) and a markdown table of perplexities and stage costs.
 
-Every h runs ``hmmlvd train --compare-random`` into OUT/h<H> (resumable with --resume);
-options after ``--`` go to ``hmmlvd train`` unchanged, e.g.
+Every h runs ``hmmlvd train --init lvd`` into OUT/h<H>/lvd, then ``--init random`` into
+OUT/h<H>/random (what ``--compare-random`` does; resumable with --resume); with --drop-weights
+each run's weights (final and init) are deleted once it is done, so a large sweep needs the disk of
+one model and its init only. Options after ``--`` go to ``hmmlvd train`` unchanged, e.g.
 
     python scripts/wikitext2_sweep.py --num-states 128 256 --out runs/sweep \\
         --data-dir ../shared/data/wikitext-2 -- --preset cpu
@@ -12,11 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
-from hmmlvd import HMM
+from hmmlvd import HMMConfig
 from hmmlvd.cli import train as train_command
+from hmmlvd.hmm.model import FORMAT_VERSION, HMM_FOLDER_TYPES
+from hmmlvd.io import read_config
 
 FIELDS = ["num_states", "init", "num_parameters", "stage", "protocol", "split", "perplexity", "num_tokens"]
 
@@ -28,6 +33,9 @@ def parse_args(argv):
     parser.add_argument("--data-dir", help="WikiText-2 folder (default $HMMLVD_DATA)")
     parser.add_argument("--resume", action="store_true", help="resume each h from OUT/h<H>")
     parser.add_argument("--report-only", action="store_true", help="only collect finished runs into CSV/PNG")
+    parser.add_argument("--drop-weights", action="store_true",
+                        help="delete each run's model.safetensors files when it is done (the report needs "
+                             "config.json and results.json only)")
     if "--" in argv:
         split = argv.index("--")
         return parser.parse_args(argv[:split]), argv[split + 1:]
@@ -35,11 +43,23 @@ def parse_args(argv):
 
 
 def train(num_states: int, args, extra: list[str]) -> None:
-    argv = ["train", "--compare-random", "--num-states", str(num_states), "--out", str(args.out / f"h{num_states}")]
-    argv += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--resume"] if args.resume else []) + extra
-    parser = argparse.ArgumentParser(prog="hmmlvd")
-    train_command.add_parser(parser.add_subparsers(dest="command"))
-    train_command.run(parser.parse_args(argv))
+    for init in ("lvd", "random"):
+        out = args.out / f"h{num_states}" / init
+        argv = ["train", "--init", init, "--num-states", str(num_states), "--out", str(out)]
+        argv += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--resume"] if args.resume else [])
+        parser = argparse.ArgumentParser(prog="hmmlvd")
+        train_command.add_parser(parser.add_subparsers(dest="command"))
+        train_command.run(parser.parse_args(argv + extra))
+        if args.drop_weights:
+            for weights in out.rglob("model.safetensors"):
+                weights.unlink()
+
+
+def num_parameters(folder: Path) -> int:
+    """The parameter count of the model saved in ``folder``, from its config.json alone (so a finished
+    run's weights may be deleted: at h = 4096 they are 17 GB per model)."""
+    config = HMMConfig.from_dict(read_config(folder, HMM_FOLDER_TYPES, FORMAT_VERSION))
+    return sum(math.prod(shape) for shape in config.parameter_shapes().values())
 
 
 def collect(out: Path, states: list[int]) -> tuple[list[dict], list[dict]]:
@@ -51,7 +71,7 @@ def collect(out: Path, states: list[int]) -> tuple[list[dict], list[dict]]:
                 print(f"no results in {folder}; skipped", file=sys.stderr)
                 continue
             report = json.loads((folder / "results.json").read_text())
-            parameters = HMM.from_pretrained(folder).num_parameters()
+            parameters = num_parameters(folder)
             rows += [{**{k: r[k] for k in ("stage", "protocol", "split", "perplexity", "num_tokens")},
                       "num_states": num_states, "init": init, "num_parameters": parameters}
                      for r in report["perplexity"]]
