@@ -12,7 +12,7 @@ from ..hmm import HMM
 from .closed_form import closed_form_hmm
 from .clustering import KMeansConfig, cluster_positions
 from .embeddings import EmbeddingStats, embed_windows
-from .encoder import ENCODER_DTYPES, SuffixEncoder
+from .encoder import SuffixEncoder, check_encoder_dtype
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class DistillConfig:
     kmeans_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.encoder_dtype not in ENCODER_DTYPES:
-            raise ValueError(f"encoder_dtype must be one of {', '.join(ENCODER_DTYPES)}, got {self.encoder_dtype!r}")
+        check_encoder_dtype(self.encoder_dtype)
         if self.kmeans_backend not in ("auto", "torch"):
             raise ValueError(f"kmeans_backend must be 'auto' (faiss in one process when installed) or 'torch', "
                              f"got {self.kmeans_backend!r}")

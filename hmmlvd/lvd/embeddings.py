@@ -112,8 +112,7 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
     cache = None
     if cache_dir is not False:
         key = {"encoder": encoder.fingerprint, "precision": encoder.precision, "max_length": encoder.max_length,
-               "data": data_key,
-               "eos_token": encoder.eos_token, "format": FORMAT_VERSION}
+               "data": data_key, "eos_token": encoder.eos_token, "format": FORMAT_VERSION}
         cache = EmbeddingCache(cache_dir or default_cache_dir(), key)
     found, missing = cache.lookup(window_ids) if cache is not None else ({}, window_ids)
     bar = tqdm(total=len(missing) * length, desc=f"embedding suffixes ({len(found)} windows cached)",

@@ -35,14 +35,19 @@ def default_encoder() -> str:
 ENCODER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_encoder_dtype(dtype: str) -> None:
+    """A ValueError unless ``dtype`` is one of :data:`ENCODER_DTYPES`."""
+    if dtype not in ENCODER_DTYPES:
+        raise ValueError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {dtype!r}")
+
+
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the encoder forward (None: plain float32) for a ``dtype`` of :data:`ENCODER_DTYPES`.
 
     ``"auto"`` is float16 on CUDA, bfloat16 on a CPU with bf16 matrix instructions (AMX or AVX512-BF16),
     and float32 on any other CPU.
     """
-    if dtype not in ENCODER_DTYPES:
-        raise ValueError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {dtype!r}")
+    check_encoder_dtype(dtype)
     if dtype == "auto":
         if device.type == "cuda":
             return torch.float16
@@ -87,7 +92,6 @@ class SuffixEncoder:
         self.name = str(name_or_path) if name_or_path is not None else default_encoder()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.amp_dtype = autocast_dtype(dtype, self.device)
-        self.precision = str(self.amp_dtype or torch.float32).removeprefix("torch.")   # part of the cache key
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.name)
             model = AutoModel.from_pretrained(self.name)
@@ -103,6 +107,11 @@ class SuffixEncoder:
         self._specials = self.tokenizer("")["input_ids"]   # e.g. [CLS] [SEP]: what surrounds every text
         pre_tokenizer = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "pre_tokenizer", None)
         self._cuts_at_words = type(pre_tokenizer).__name__ == "BertPreTokenizer" and len(self._specials) == 2
+
+    @property
+    def precision(self) -> str:
+        """The name of the dtype the forward computes in (part of the embedding cache key)."""
+        return str(self.amp_dtype or torch.float32).removeprefix("torch.")
 
     # ------------------------------------------------------------------ tokenising
     def token_ids(self, texts: list[str]) -> list[list[int]]:

@@ -3,7 +3,8 @@
 Each setting of a small grid, ordered from weak to strong regularisation, trains the same initial circuit
 by mini-batch EM (linearly annealed step size) and then full-batch EM with early stopping, keeping the
 parameters of the epoch with the best validation log-likelihood; the search stops at the first setting that
-does worse on validation than the best so far. The returned circuit holds the best-on-validation parameters of the best setting.
+does worse on validation than the best so far. The returned circuit holds the best-on-validation parameters of
+the best setting.
 """
 from __future__ import annotations
 
@@ -154,17 +155,20 @@ def _train_one(circuit: Circuit, data: Tensor, valid: Tensor, setting: Regulariz
     """Both EM phases with early stopping; returns the trial and its best-on-validation parameters."""
     trial = Trial(setting)
     best_parameters = _snapshot(circuit)
+    # (name, model, schedule, patience: None runs every epoch, fit options)
     phases = [("mini-batch", circuit, em.LinearAnneal(recipe.step_start, recipe.step_end, recipe.minibatch_epochs),
-               dict(batch_size=recipe.batch_size)),
+               None, dict(batch_size=recipe.batch_size)),
               ("full-batch", _EntropyRegularized(circuit, setting.entropy_weight),
-               em.Constant(1.0, recipe.fullbatch_epochs), dict(batch_size=max(recipe.batch_size, 512), full_batch=True))]
-    for phase, model, schedule, options in phases:
+               em.Constant(1.0, recipe.fullbatch_epochs), recipe.patience,
+               dict(batch_size=max(recipe.batch_size, 512), full_batch=True))]
+    for phase, model, schedule, patience, options in phases:
         if schedule.num_epochs == 0:
             continue
         curve = trial.valid_curves[phase] = []
         since_best = [0]
 
-        def on_epoch_end(epoch: int, history: em.History, phase=phase, curve=curve, since_best=since_best) -> None:
+        def on_epoch_end(epoch: int, history: em.History, phase=phase, curve=curve, since_best=since_best,
+                         patience=patience) -> None:
             curve.append(history.valid_log_likelihood[-1])
             if curve[-1] > trial.best_valid:
                 trial.best_valid, trial.best_epoch = curve[-1], f"{phase} {epoch + 1}"
@@ -172,7 +176,7 @@ def _train_one(circuit: Circuit, data: Tensor, valid: Tensor, setting: Regulariz
                 since_best[0] = 0
             else:
                 since_best[0] += 1
-                if phase == "full-batch" and since_best[0] >= recipe.patience:
+                if patience is not None and since_best[0] >= patience:
                     raise _StopPhase
 
         try:
