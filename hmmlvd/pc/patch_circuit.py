@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -77,6 +78,23 @@ def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Gen
                           dtype: torch.dtype) -> Tensor:
     values = (torch.rand(shape, generator=generator) + 0.05).to(device, dtype)
     return values / values.sum(dim, keepdim=True)
+
+
+class _AssignedPass(NamedTuple):
+    """The Lemma-1 pass of :meth:`PatchCircuit._assigned_forward`: ``nb`` blocks of ``W`` columns, each block
+    one sub-circuit's (``block_group`` [nb]); ``used`` [nb, W] is 1 where a slot holds a real column."""
+
+    passed: TreePass
+    column_ll: Tensor                         # [C] log p(x_column | its sub-circuit), columns b-major
+    groups: Tensor                            # [C] the sub-circuit of every column
+    column_block: Tensor                      # [C] where every column sits: block ...
+    column_slot: Tensor                       # [C] ... and slot
+    block_group: Tensor
+    rows: Tensor
+    observed: Tensor                          # [nb, D, W]
+    transitions: Tensor                       # [nb, D-1, H, H]
+    root: Tensor                              # [nb, H]
+    used: Tensor
 
 
 class PatchCircuit:
@@ -180,7 +198,7 @@ class PatchCircuit:
                 if counts is not None:
                     self._observed_latent_backward(latent, z[part], counts)
                     self._assigned_backward(patches, counts)
-                per_patch = patches[0].log_likelihood.view(len(x[part]), -1)
+                per_patch = patches.column_ll.view(len(x[part]), -1)
                 results.append(latent.log_likelihood[0] + per_patch.sum(1))
         return torch.cat(results)
 
@@ -206,12 +224,15 @@ class PatchCircuit:
                                        self._params["latent_root"], generator)[0]                # [P, B]
                 rows = torch.gather(log_emissions, 1, hidden[..., None].expand(-1, -1, config.num_clusters))
                 z = sample_categorical(rows + cluster_ll.transpose(0, 1), generator).T               # [B, P]
-                passed, groups, _, observed, transitions, root = self._assigned_forward(chunk, z)
-                states = sample_states(self.value_plan, passed, transitions, root, generator)[:, :, 0]   # [C, D]
-                column, variable = (~observed).nonzero(as_tuple=True)
-                table = self._params["patch_emissions"].view(-1, config.num_categories, config.hidden_size)
-                logits = table[groups[column] * config.values_per_patch + variable, :, states[column, variable]]
+                patches = self._assigned_forward(chunk, z)
+                states = sample_states(self.value_plan, patches.passed, patches.transitions, patches.root,
+                                       generator)                                                # [nb, D, W]
+                states = states[patches.column_block, :, patches.column_slot]                      # [C, D]
                 values = chunk.reshape(-1, config.values_per_patch).clone()
+                column, variable = (values < 0).nonzero(as_tuple=True)
+                table = self._params["patch_emissions"].view(-1, config.num_categories, config.hidden_size)
+                logits = table[patches.groups[column] * config.values_per_patch + variable, :,
+                               states[column, variable]]
                 values[column, variable] = sample_categorical(logits.clamp_min(self._tiny).log(), generator)
                 results.append(values.view_as(chunk))
         return torch.cat(results)
@@ -329,33 +350,54 @@ class PatchCircuit:
         counts["latent_emissions"] += emissions * torch.matmul(ratio.transpose(1, 2), probs)
         return (probs * torch.matmul(ratio, emissions)).transpose(0, 1)
 
-    def _assigned_forward(self, x: Tensor, z: Tensor):
-        """Each column (example, patch), b-major, through its own assigned sub-circuit only."""
+    def _assigned_forward(self, x: Tensor, z: Tensor) -> _AssignedPass:
+        """Each column (example, patch), b-major, through its own assigned sub-circuit only.
+
+        Columns are sorted by sub-circuit and cut into blocks of at most ``ceil(C / G)`` columns, each block
+        belonging to one sub-circuit, so the pass is one batched tree pass over at most 2·G blocks whatever the
+        cluster sizes, with each sub-circuit's parameters gathered once per block rather than once per column."""
         config = self.config
         values, hidden = config.values_per_patch, config.hidden_size
         groups = z.reshape(-1) if config.tied else (z + torch.arange(config.num_patches, device=self.device)
                                                     * config.num_clusters).reshape(-1)                  # [C]
         flat = x.reshape(-1, values)                                                                      # [C, D]
+        num_groups = self._stacks() * config.num_clusters
+        width = -(-len(flat) // num_groups)
+        order = torch.argsort(groups, stable=True)
+        sizes = torch.bincount(groups, minlength=num_groups)
+        blocks_per_group = -(-sizes // width)
+        block_group = torch.repeat_interleave(torch.arange(num_groups, device=self.device), blocks_per_group)
+        rank = torch.arange(len(flat), device=self.device) - (torch.cumsum(sizes, 0) - sizes)[groups[order]]
+        block = (torch.cumsum(blocks_per_group, 0) - blocks_per_group)[groups[order]] + rank // width
+        slot = rank % width
+        columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=self.device)
+        columns[block, slot] = flat[order]
+        columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
         root, transitions, table = self._patch_views()
-        variables = torch.arange(values, device=self.device)
-        rows = ((groups[:, None] * values + variables) * config.num_categories + flat.clamp_min(0)).reshape(-1)
-        observed = flat >= 0
-        leaf = table.index_select(0, rows).view(len(flat), values, 1, hidden)
-        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[:, :, None, None], 0.0)
-        transitions, root = transitions.index_select(0, groups), root.index_select(0, groups)
-        return upward(self.value_plan, leaf, transitions, root), groups, rows, observed, transitions, root
+        base = (block_group[:, None] * values + torch.arange(values, device=self.device))[..., None]      # [nb, D, 1]
+        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
+        observed = columns >= 0
+        leaf = table.index_select(0, rows).view(*columns.shape, hidden)
+        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[..., None], 0.0)
+        transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
+        passed = upward(self.value_plan, leaf, transitions, root)
+        column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
+        column_block[order], column_slot[order] = block, slot
+        used = torch.zeros(len(block_group), width, dtype=passed.log_likelihood.dtype, device=self.device)
+        used[block, slot] = 1.0
+        return _AssignedPass(passed, passed.log_likelihood[column_block, column_slot], groups, column_block,
+                             column_slot, block_group, rows, observed, transitions, root, used)
 
-    def _assigned_backward(self, patches, counts: dict[str, Tensor]) -> None:
-        passed, groups, rows, observed, transitions, root = patches
-        transition_counts, root_counts = torch.zeros_like(transitions), torch.zeros_like(root)
-        flows = downward(self.value_plan, passed, transitions, root, torch.ones_like(passed.log_likelihood),
+    def _assigned_backward(self, patches: _AssignedPass, counts: dict[str, Tensor]) -> None:
+        transition_counts, root_counts = torch.zeros_like(patches.transitions), torch.zeros_like(patches.root)
+        flows = downward(self.value_plan, patches.passed, patches.transitions, patches.root, patches.used,
                          transition_counts=transition_counts, root_counts=root_counts)
         own_root, own_transitions, _ = self._patch_views()
-        counts["patch_transitions"].view(own_transitions.shape).index_add_(0, groups, transition_counts)
-        counts["patch_root"].view(own_root.shape).index_add_(0, groups, root_counts)
-        hidden = self.config.hidden_size
-        flows = flows.masked_fill_(~observed[:, :, None, None], 0.0)
-        counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+        counts["patch_transitions"].view(own_transitions.shape).index_add_(0, patches.block_group, transition_counts)
+        counts["patch_root"].view(own_root.shape).index_add_(0, patches.block_group, root_counts)
+        flows = flows.masked_fill_(~patches.observed[..., None], 0.0)
+        counts["patch_emissions"].view(-1, self.config.hidden_size).index_add_(0, patches.rows,
+                                                                               flows.view(-1, self.config.hidden_size))
 
     def _observed_latent_forward(self, z: Tensor) -> TreePass:
         """The HCLT over the latents with every Z_i observed."""

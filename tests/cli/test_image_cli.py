@@ -48,6 +48,8 @@ def test_sample_writes_a_png(trained, tmp_path):
     (["image", "train", "--dataset", "digits", "--out", "x", "--clusters", "0"], "--clusters must be positive"),
     (["image", "train", "--dataset", "digits", "--out", "x", "--valid-size", "-1"], "valid-size"),
     (["image", "eval", "/nonexistent"], "results.json"),
+    (["image", "train", "--dataset", "digits", "--out", "x", "--em-epochs", "0"], "--em-epochs must be positive"),
+    (["image", "train", "--dataset", "digits", "--out", "x", "--latents", "vqvae"], "invalid choice"),
 ])
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2

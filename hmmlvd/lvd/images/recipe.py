@@ -29,6 +29,7 @@ from .teacher import Teacher, TeacherConfig
 from .training import train_teacher
 
 MODELS = ("lvd", "em", "hclt")
+LATENT_SOURCES = ("mae", "pixels")
 # Named sizes for ``hmmlvd image train --preset``: ``train_size`` training images (None = all), the rest are
 # ImageRecipeConfig fields. quick: the 15-minute CPU job; full: every image and the default teacher.
 PRESETS = {
@@ -49,9 +50,14 @@ class ImageRecipeConfig:
     is loaded from ``teacher_path`` (any saved ViT-MAE folder) or trained on the training images (``teacher``:
     its config; None sizes the default to the images, trained for ``teacher_epochs`` when set), on a seeded
     subsample of ``teacher_images`` when set.
-    LVD's EM budget is ``lvd_epochs`` (Lemma 1) + ``latent_epochs`` + ``finetune_epochs``; each baseline gets that
-    many epochs of EM on x. Step sizes anneal linearly from ``step_start`` to ``step_end`` in every stage but LVD's
-    fine-tuning, which starts from a fitted circuit and anneals from ``finetune_step_start`` to a tenth of it.
+    ``latents`` chooses what is clustered into Z: ``"mae"`` the teacher's patch features with context (the paper),
+    ``"pixels"`` the patch values themselves (no teacher; on Fashion-MNIST these clusters are the better start, see
+    bench/RESULTS.md).
+    LVD runs ``lvd_epochs`` (Lemma 1) + ``latent_epochs`` + ``finetune_epochs``; each baseline gets ``em_epochs`` of
+    EM on x, by default as many epochs as LVD's three stages together. A Lemma-1 epoch evaluates each patch under
+    its own cluster only and the latent step fits p(Z) on cached cluster log-likelihoods, so at larger k both cost
+    a fraction of a full EM epoch: set ``em_epochs`` to compare at equal measured time instead (``seconds`` of each
+    result). Step sizes anneal linearly from ``step_start`` to ``step_end`` in every stage but LVD's fine-tuning, which starts from a fitted circuit and anneals from ``finetune_step_start`` to a tenth of it.
     Its default (None) is 0.1 for untied circuits, whose per-(patch, cluster) models are data-starved and lose the
     distilled fit to a large step (10k Fashion-MNIST images, k=16/H=4: η = 0.5 took the valid bpd from 3.91 back
     to 4.06, η = 0.1 down to 3.76), and 0.3 for tied ones (k=16/H=16: test bpd 3.4916 at η 0.1, 3.4724 at 0.3,
@@ -63,17 +69,20 @@ class ImageRecipeConfig:
     tied: bool = False
     patch_size: int | None = None
     context: str = "mst"
+    latents: str = "mae"
     teacher: TeacherConfig | None = None
     teacher_path: str | None = None
     teacher_images: int | None = None
     teacher_epochs: int | None = None
     kmeans_iterations: int = 20
+    kmeans_restarts: int = 1
     lvd_epochs: int = 3
     latent_epochs: int = 1
     finetune_epochs: int = 2
     step_start: float = 0.5
     step_end: float = 0.05
     finetune_step_start: float | None = None
+    em_epochs: int | None = None
     batch_size: int = 256
     pseudocount: float = 0.1
     models: tuple[str, ...] = ("lvd",)
@@ -84,7 +93,7 @@ class ImageRecipeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("num_clusters", "hidden_size", "kmeans_iterations", "batch_size"):
+        for name in ("num_clusters", "hidden_size", "kmeans_iterations", "kmeans_restarts", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -94,6 +103,11 @@ class ImageRecipeConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.budget_epochs < 1:
             raise ValueError("the EM budget is zero: give lvd_epochs, latent_epochs or finetune_epochs")
+        if self.latents not in LATENT_SOURCES:
+            raise ValueError(f"latents must be one of {LATENT_SOURCES}, got {self.latents!r}")
+        if self.latents == "pixels" and (self.teacher is not None or self.teacher_path is not None):
+            raise ValueError("latents='pixels' clusters the patch values and uses no teacher; drop the teacher "
+                             "settings or use latents='mae'")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
         if not 0 < self.step_end <= self.step_start <= 1:
@@ -104,15 +118,20 @@ class ImageRecipeConfig:
             raise ValueError(f"pseudocount must be >= 0, got {self.pseudocount}")
         if not self.models or any(model not in MODELS for model in self.models):
             raise ValueError(f"models must be a non-empty subset of {MODELS}, got {self.models!r}")
-        for name in ("patch_size", "teacher_images", "teacher_epochs", "hclt_latents"):
+        for name in ("patch_size", "teacher_images", "teacher_epochs", "hclt_latents", "em_epochs"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
 
     @property
     def budget_epochs(self) -> int:
-        """EM epochs over the training images that every model gets."""
+        """Epochs over the training images of LVD's three stages together."""
         return self.lvd_epochs + self.latent_epochs + self.finetune_epochs
+
+    @property
+    def baseline_epochs(self) -> int:
+        """EM epochs on x of each baseline: ``em_epochs``, else :attr:`budget_epochs`."""
+        return self.em_epochs or self.budget_epochs
 
     def schedule(self, epochs: int) -> em.LinearAnneal:
         return em.LinearAnneal(self.step_start, self.step_end, epochs)
@@ -226,7 +245,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
             circuit = pc.PatchCircuit(circuit_config, seed=config.seed + 1, device=device)
             image_model = PatchImageModel(circuit, image_shape, patch_size)
             start = time.perf_counter()
-            history = em.fit(circuit, x_train, config.schedule(config.budget_epochs), valid=x_valid,
+            history = em.fit(circuit, x_train, config.schedule(config.baseline_epochs), valid=x_valid,
                              **fit_options("em"))
             curve = [bits_per_dimension(ll, image_model.num_dimensions) for ll in history.valid_log_likelihood]
             models["em"] = TrainedModel("em", image_model, circuit.num_parameters, *evaluate(image_model), curve,
@@ -239,7 +258,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         start = time.perf_counter()
         circuit = pc.Circuit(pc.structures.hclt(pixels, latents, num_categories, num_bins=8), seed=config.seed,
                              device=device)
-        history = em.fit(circuit, pixels, config.schedule(config.budget_epochs),
+        history = em.fit(circuit, pixels, config.schedule(config.baseline_epochs),
                          valid=valid_images.flatten(1).long(), **fit_options("hclt"))
         curve = [bits_per_dimension(ll, math.prod(image_shape)) for ll in history.valid_log_likelihood]
         models["hclt"] = TrainedModel("hclt", circuit, circuit.num_parameters, *evaluate(circuit), curve,
@@ -251,7 +270,17 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
 
 
 def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, log) -> tuple:
-    """Teacher (loaded or trained, cached), patch features with context, and K-means: Z [N, P]."""
+    """Teacher (loaded or trained, cached), patch features with context, and K-means: Z [N, P]. With
+    ``config.latents == "pixels"`` the features are the patch values themselves and there is no teacher."""
+    if config.latents == "pixels":
+        start = time.perf_counter()
+        values = patchify(images.long(), patch_size).float()
+        assignments, _ = assign_latents(values, config.num_clusters, iterations=config.kmeans_iterations,
+                                        restarts=config.kmeans_restarts, seed=config.seed, progress=config.progress,
+                                        shared=config.tied)
+        seconds = {"kmeans": time.perf_counter() - start}
+        log(f"[latents] K-means (k={config.num_clusters}) on patch pixels {seconds['kmeans']:.1f} s")
+        return None, assignments, seconds
     seconds = {}
     start = time.perf_counter()
     if config.teacher_path is not None:
@@ -275,7 +304,8 @@ def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, 
     seconds["features"] = time.perf_counter() - start
     start = time.perf_counter()
     assignments, _ = assign_latents(features, config.num_clusters, iterations=config.kmeans_iterations,
-                                    seed=config.seed, progress=config.progress, shared=config.tied)
+                                    restarts=config.kmeans_restarts, seed=config.seed, progress=config.progress,
+                                    shared=config.tied)
     seconds["kmeans"] = time.perf_counter() - start
     log(f"[teacher] {seconds['teacher']:.0f} s; features ({config.context}) {seconds['features']:.0f} s; "
         f"K-means (k={config.num_clusters}) {seconds['kmeans']:.1f} s")

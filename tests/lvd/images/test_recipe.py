@@ -96,11 +96,32 @@ def test_pixel_hclt_size_is_the_closest_parameter_count():
 @pytest.mark.parametrize("changes, message", [
     ({"num_clusters": 0}, "num_clusters"), ({"context": "all"}, "context"), ({"models": ("lvd", "gan")}, "models"),
     ({"lvd_epochs": 0, "latent_epochs": 0, "finetune_epochs": 0}, "budget"), ({"step_end": 0.9}, "step_end"),
-    ({"finetune_step_start": 1.5}, "finetune_step_start"),
+    ({"finetune_step_start": 1.5}, "finetune_step_start"), ({"latents": "vqvae"}, "latents"),
+    ({"latents": "pixels", "teacher_path": "mae"}, "no teacher"), ({"em_epochs": 0}, "em_epochs"),
 ])
 def test_bad_configs_are_refused(changes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         config(tmp_path, **changes)
+
+
+def test_pixel_latents_recover_planted_patch_kinds_and_baselines_get_their_own_epochs(tmp_path):
+    # 8×8 images of four 4×4 patches, each patch one of three kinds (values near 1, 8 or 15): pixel latents with
+    # one shared K-means must give every patch of one kind the same cluster, and different kinds different ones.
+    generator = torch.Generator().manual_seed(0)
+    kinds = torch.randint(0, 3, (240, 2, 2), generator=generator)
+    values = (1 + 7 * kinds).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    noise = torch.randint(-1, 2, (240, 8, 8), generator=generator)
+    images = (values + noise).clamp(0, 16).to(torch.uint8)[:, None]
+    settings = config(tmp_path, latents="pixels", teacher=None, tied=True, models=("lvd", "em"), em_epochs=3,
+                      kmeans_iterations=20, kmeans_restarts=10)
+    result = train(images[:200], images[200:], settings, num_categories=17)
+    assert result.teacher is None
+    planted = kinds[:200].flatten(1)
+    for kind in range(3):
+        assert result.assignments[planted == kind].unique().numel() == 1
+    assert result.assignments.flatten().unique().numel() == 3
+    assert len(result.models["em"].valid_curve) == 3 != settings.budget_epochs
+    assert len(result.models["lvd"].valid_curve) == settings.budget_epochs
 
 
 def test_finetuning_starts_gentler_on_untied_circuits_than_on_tied_ones(tmp_path):
