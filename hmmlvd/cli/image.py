@@ -46,19 +46,21 @@ def _add_train(commands) -> None:
     parser.add_argument("--patch-size", type=int, help="patch side in pixels (default 4 up to 32 px, 8 for 64 px)")
     parser.add_argument("--clusters", type=int, dest="num_clusters", help="latent categories k per patch")
     parser.add_argument("--hidden-size", type=int, help="hidden size of every patch HCLT (the paper: 16)")
-    parser.add_argument("--tied", action="store_true", help="one set of k patch circuits shared by every patch")
+    parser.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
+                        help="one set of k patch circuits shared by every patch (both presets: tied)")
     parser.add_argument("--context", choices=CONTEXTS, default="mst", help="patches visible when featurising")
     parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
                         help="what K-means clusters into the patch latents: mae (the teacher's patch features, "
-                             "the paper; default) or pixels (the patch values, no teacher)")
+                             "the paper; default) or pixels (the patch values, no teacher: the better start on "
+                             "Fashion-MNIST, see bench/RESULTS.md)")
     parser.add_argument("--teacher", help="a saved ViT-MAE folder to use instead of training one")
     parser.add_argument("--teacher-images", type=int, help="train the teacher on N training images (0 = all)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default 6)")
     parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
     parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
     parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
-    parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (default: LVD's lvd + latent + "
-                                                      "finetune epochs)")
+    parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (presets: 6, the time LVD's "
+                                                      "3 + 1 + 5 epochs take)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per EM update (default 256)")
     parser.add_argument("--pseudocount", type=float, default=0.1, help="EM M-step pseudocount (default 0.1)")
     parser.add_argument("--cache-dir", help="teacher cache (default $HMMLVD_CACHE/teachers or ~/.cache/hmmlvd)")
@@ -110,13 +112,13 @@ def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
     for name in settings:
         value = getattr(args, name, None)
         if value is not None:
-            _positive(name, value, allow_zero=name in ("train_size", "teacher_images") or name.endswith("epochs"))
+            if not isinstance(value, bool):
+                _positive(name, value, allow_zero=name in ("train_size", "teacher_images", "lvd_epochs",
+                                                           "latent_epochs", "finetune_epochs"))
             settings[name] = value or None if name in ("train_size", "teacher_images") else value
     train_size = settings.pop("train_size")
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
-    _positive("em_epochs", args.em_epochs)
-    config = ImageRecipeConfig(patch_size=args.patch_size, tied=args.tied, context=args.context,
-                               latents=args.latents, em_epochs=args.em_epochs,
+    config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
                                teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
                                models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
                                progress=not args.no_progress, **settings)

@@ -26,6 +26,9 @@ def test_train_writes_three_models_and_results(trained, capsys):
     assert all(0 < row["test_bpd"] < 5 for row in report["models"])
     for name in ("lvd", "em", "hclt"):
         assert (trained / name / "config.json").is_file()
+    # the quick preset's tied circuit and equal-time baseline budget apply where no option overrides them
+    assert report["config"]["tied"] is True and report["config"]["em_epochs"] == 6
+    assert [len(row["valid_curve"]) for row in report["models"]] == [3, 6, 6]
 
 
 def test_eval_reproduces_the_reported_test_bpd(trained, capsys):
@@ -49,8 +52,13 @@ def test_sample_writes_a_png(trained, tmp_path):
     (["image", "train", "--dataset", "digits", "--out", "x", "--valid-size", "-1"], "valid-size"),
     (["image", "eval", "/nonexistent"], "results.json"),
     (["image", "train", "--dataset", "digits", "--out", "x", "--em-epochs", "0"], "--em-epochs must be positive"),
-    (["image", "train", "--dataset", "digits", "--out", "x", "--latents", "vqvae"], "invalid choice"),
 ])
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_an_unknown_latent_source_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["image", "train", "--dataset", "digits", "--out", "x", "--latents", "vqvae"])
+    assert stopped.value.code == 2 and "invalid choice: 'vqvae'" in capsys.readouterr().err

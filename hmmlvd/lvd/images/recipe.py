@@ -31,12 +31,16 @@ from .training import train_teacher
 MODELS = ("lvd", "em", "hclt")
 LATENT_SOURCES = ("mae", "pixels")
 # Named sizes for ``hmmlvd image train --preset``: ``train_size`` training images (None = all), the rest are
-# ImageRecipeConfig fields. quick: the 15-minute CPU job; full: every image and the default teacher.
+# ImageRecipeConfig fields. Both are tied circuits compared at equal measured time (LVD 3 + 1 + 5 epochs, the
+# baselines 6; bench/RESULTS.md). quick: the 15-minute CPU job on 10k images; full: every image, the default
+# teacher, and the largest size measured on the CPU.
 PRESETS = {
     "quick": {"train_size": 10_000, "teacher_images": 10_000, "teacher_epochs": 3, "num_clusters": 16,
-              "hidden_size": 4, "lvd_epochs": 3, "latent_epochs": 1, "finetune_epochs": 2},
-    "full": {"train_size": None, "teacher_images": None, "teacher_epochs": None, "num_clusters": 32,
-             "hidden_size": 4, "lvd_epochs": 3, "latent_epochs": 1, "finetune_epochs": 2},
+              "hidden_size": 16, "tied": True, "lvd_epochs": 3, "latent_epochs": 1, "finetune_epochs": 5,
+              "em_epochs": 6},
+    "full": {"train_size": None, "teacher_images": None, "teacher_epochs": None, "num_clusters": 64,
+             "hidden_size": 16, "tied": True, "lvd_epochs": 3, "latent_epochs": 1, "finetune_epochs": 5,
+             "em_epochs": 6},
 }
 MAX_HCLT_LATENTS = 64
 
