@@ -84,7 +84,7 @@ def main() -> None:
                                    finetune_epochs=args.finetune_epochs, em_epochs=args.em_epochs,
                                    latents=args.latents, progress=False)
         result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments)
-        kmeans_seconds += result.stage_seconds.get("kmeans", 0.0) if features is None else 0.0
+        kmeans_seconds = result.stage_seconds.get("kmeans", kmeans_seconds)      # the recipe's own K-means
         for trained in result.models.values():
             seconds = sum(v for k, v in trained.seconds.items() if k != "num_latents")
             rows.append({"num_clusters": clusters, "hidden_size": hidden, "tied": tied, **trained.row(),

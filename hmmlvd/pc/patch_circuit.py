@@ -367,8 +367,9 @@ class PatchCircuit:
         sizes = torch.bincount(groups, minlength=num_groups)
         blocks_per_group = -(-sizes // width)
         block_group = torch.repeat_interleave(torch.arange(num_groups, device=self.device), blocks_per_group)
-        rank = torch.arange(len(flat), device=self.device) - (torch.cumsum(sizes, 0) - sizes)[groups[order]]
-        block = (torch.cumsum(blocks_per_group, 0) - blocks_per_group)[groups[order]] + rank // width
+        sorted_groups = groups[order]
+        rank = torch.arange(len(flat), device=self.device) - (torch.cumsum(sizes, 0) - sizes)[sorted_groups]
+        block = (torch.cumsum(blocks_per_group, 0) - blocks_per_group)[sorted_groups] + rank // width
         slot = rank % width
         columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=self.device)
         columns[block, slot] = flat[order]

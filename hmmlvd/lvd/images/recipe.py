@@ -61,7 +61,8 @@ class ImageRecipeConfig:
     EM on x, by default as many epochs as LVD's three stages together. A Lemma-1 epoch evaluates each patch under
     its own cluster only and the latent step fits p(Z) on cached cluster log-likelihoods, so at larger k both cost
     a fraction of a full EM epoch: set ``em_epochs`` to compare at equal measured time instead (``seconds`` of each
-    result). Step sizes anneal linearly from ``step_start`` to ``step_end`` in every stage but LVD's fine-tuning, which starts from a fitted circuit and anneals from ``finetune_step_start`` to a tenth of it.
+    result). Step sizes anneal linearly from ``step_start`` to ``step_end`` in every stage but LVD's fine-tuning,
+    which starts from a fitted circuit and anneals from ``finetune_step_start`` to a tenth of it.
     Its default (None) is 0.1 for untied circuits, whose per-(patch, cluster) models are data-starved and lose the
     distilled fit to a large step (10k Fashion-MNIST images, k=16/H=4: η = 0.5 took the valid bpd from 3.91 back
     to 4.06, η = 0.1 down to 3.76), and 0.3 for tied ones (k=16/H=16: test bpd 3.4916 at η 0.1, 3.4724 at 0.3,
@@ -223,7 +224,8 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
     if "lvd" in config.models or "em" in config.models:
         if "lvd" in config.models:
             if assignments is None:
-                teacher, assignments, stage_seconds = _distil_latents(train_images, config, patch_size, log)
+                teacher, assignments, stage_seconds = _distil_latents(train_images, x_train, config,
+                                                                      patch_size, log)
             value_parents, latent_parents = pc.structures.patch_trees(x_train, assignments, config.num_clusters,
                                                                       num_categories=num_categories, seed=config.seed)
         else:
@@ -273,20 +275,34 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
     return ImageRecipeResult(models, teacher, assignments, stage_seconds)
 
 
-def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, log) -> tuple:
-    """Teacher (loaded or trained, cached), patch features with context, and K-means: Z [N, P]. With
-    ``config.latents == "pixels"`` the features are the patch values themselves and there is no teacher."""
+def _distil_latents(images: Tensor, patches: Tensor, config: ImageRecipeConfig, patch_size: int, log) -> tuple:
+    """K-means of every patch into Z [N, P], on the teacher's patch features with context (the teacher loaded or
+    trained, cached) or, with ``config.latents == "pixels"``, on the patch values ``patches`` [N, P, D] themselves,
+    with no teacher. Returns (teacher or None, Z, seconds of each stage)."""
+    teacher, seconds = None, {}
     if config.latents == "pixels":
+        features, described = patches.float(), "patch pixels"
+    else:
         start = time.perf_counter()
-        values = patchify(images.long(), patch_size).float()
-        assignments, _ = assign_latents(values, config.num_clusters, iterations=config.kmeans_iterations,
-                                        restarts=config.kmeans_restarts, seed=config.seed, progress=config.progress,
-                                        shared=config.tied)
-        seconds = {"kmeans": time.perf_counter() - start}
-        log(f"[latents] K-means (k={config.num_clusters}) on patch pixels {seconds['kmeans']:.1f} s")
-        return None, assignments, seconds
-    seconds = {}
+        teacher = _teacher(images, config, patch_size)
+        seconds["teacher"] = time.perf_counter() - start
+        start = time.perf_counter()
+        features = patch_features(teacher, images, config.context, seed=config.seed,
+                                  progress=config.progress).features
+        seconds["features"] = time.perf_counter() - start
+        described = (f"teacher {seconds['teacher']:.0f} s; features ({config.context}) "
+                     f"{seconds['features']:.0f} s")
     start = time.perf_counter()
+    assignments, _ = assign_latents(features, config.num_clusters, iterations=config.kmeans_iterations,
+                                    restarts=config.kmeans_restarts, seed=config.seed, progress=config.progress,
+                                    shared=config.tied)
+    seconds["kmeans"] = time.perf_counter() - start
+    log(f"[latents] {described}; K-means (k={config.num_clusters}) {seconds['kmeans']:.1f} s")
+    return teacher, assignments, seconds
+
+
+def _teacher(images: Tensor, config: ImageRecipeConfig, patch_size: int) -> Teacher:
+    """The teacher of ``config``: loaded from ``teacher_path``, else trained on (a seeded subsample of) the images."""
     if config.teacher_path is not None:
         teacher = Teacher.from_pretrained(config.teacher_path)
     else:
@@ -302,18 +318,7 @@ def _distil_latents(images: Tensor, config: ImageRecipeConfig, patch_size: int, 
     if teacher.patch_size != patch_size:
         raise ValueError(f"the teacher works on {teacher.patch_size}-pixel patches but the circuit on {patch_size}; "
                          "give the same patch size to both")
-    seconds["teacher"] = time.perf_counter() - start
-    start = time.perf_counter()
-    features = patch_features(teacher, images, config.context, seed=config.seed, progress=config.progress).features
-    seconds["features"] = time.perf_counter() - start
-    start = time.perf_counter()
-    assignments, _ = assign_latents(features, config.num_clusters, iterations=config.kmeans_iterations,
-                                    restarts=config.kmeans_restarts, seed=config.seed, progress=config.progress,
-                                    shared=config.tied)
-    seconds["kmeans"] = time.perf_counter() - start
-    log(f"[teacher] {seconds['teacher']:.0f} s; features ({config.context}) {seconds['features']:.0f} s; "
-        f"K-means (k={config.num_clusters}) {seconds['kmeans']:.1f} s")
-    return teacher, assignments, seconds
+    return teacher
 
 
 def _train_lvd(model: PatchImageModel, x_train: Tensor, assignments: Tensor, x_valid: Tensor, valid_images: Tensor,
