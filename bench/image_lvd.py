@@ -83,7 +83,8 @@ def main() -> None:
                                    lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs,
                                    finetune_epochs=args.finetune_epochs, em_epochs=args.em_epochs,
                                    latents=args.latents, progress=False)
-        result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments)
+        result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments,
+                       log=lambda line: print(f"      {line}", flush=True))
         kmeans_seconds = result.stage_seconds.get("kmeans", kmeans_seconds)      # the recipe's own K-means
         for trained in result.models.values():
             seconds = sum(v for k, v in trained.seconds.items() if k != "num_latents")

@@ -37,6 +37,8 @@ def main() -> None:
                                          else ", tied circuits")))
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    sizes = sorted({r["num_parameters"] for r in results["rows"] if r["model"] != "hclt"})
+    axis.set_xticks(sizes, [f"{size / 1e6:.2g}M" for size in sizes])       # the patch circuits' sizes
     axis.set_xlabel("parameters")
     axis.set_ylabel("test bits per dimension")
     axis.set_title(f"Fashion-MNIST ({results['train_images']:,} training images)")
