@@ -59,10 +59,11 @@ def main() -> None:
     train_set, valid_set = train_valid_split(load_images("fashion-mnist", args.root, "train"), args.valid_size)
     train_images = train_set.images[:args.train_size]
     test_images = load_images("fashion-mnist", args.root, "test").images[:args.test_size]
+    budget = dict(lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs, finetune_epochs=args.finetune_epochs,
+                  em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False)
     print(f"Fashion-MNIST: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
           f"LVD {args.lvd_epochs}+{args.latent_epochs}+{args.finetune_epochs} epochs, baselines "
-          f"{args.em_epochs or args.lvd_epochs + args.latent_epochs + args.finetune_epochs}; latents from "
-          f"{args.latents}", flush=True)
+          f"{ImageRecipeConfig(**budget).baseline_epochs}; latents from {args.latents}", flush=True)
     features, teacher_seconds, feature_seconds = None, 0.0, 0.0
     if args.latents == "mae":
         start = time.perf_counter()
@@ -79,10 +80,7 @@ def main() -> None:
         start = time.perf_counter()
         assignments = assign_latents(features, clusters, seed=0, shared=tied)[0] if features is not None else None
         kmeans_seconds = time.perf_counter() - start
-        config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, models=tuple(args.models),
-                                   lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs,
-                                   finetune_epochs=args.finetune_epochs, em_epochs=args.em_epochs,
-                                   latents=args.latents, progress=False)
+        config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, **budget)
         result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments,
                        log=lambda line: print(f"      {line}", flush=True))
         kmeans_seconds = result.stage_seconds.get("kmeans", kmeans_seconds)      # the recipe's own K-means

@@ -135,8 +135,8 @@ fig.tight_layout()
 
 # %% [markdown]
 # ## Samples and exact inpainting
-# Top row: unconditional samples of the largest LVD circuit (pixel latents). Below: test images, the bottom half hidden, and three
-# exact conditional samples of the hidden half given the visible half.
+# Top row: unconditional samples of the largest LVD circuit (pixel latents). Below: test images, the bottom half
+# hidden, and three exact conditional samples of the hidden half given the visible half.
 
 # %%
 grid = sample_grid(lvd_model, test_images[:4], "fashion_mnist_samples.png", num_samples=10, mask="bottom")

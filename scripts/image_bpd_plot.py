@@ -32,9 +32,10 @@ def main() -> None:
             rows = sorted((r for r in results["rows"] if r["model"] == model and bool(r["tied"]) == tied),
                           key=lambda r: r["num_parameters"])
             if rows:
+                suffix = ("" if not tied else ", sized like the tied circuits" if model == "hclt"
+                          else ", tied circuits")
                 axis.plot([r["num_parameters"] for r in rows], [r["test_bpd"] for r in rows], style, color=colour,
-                          fillstyle="none" if tied else "full", label=label + (("" if not tied else ", sized like the tied circuits" if model == "hclt"
-                                         else ", tied circuits")))
+                          fillstyle="none" if tied else "full", label=label + suffix)
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     sizes = sorted({r["num_parameters"] for r in results["rows"] if r["model"] != "hclt"})
