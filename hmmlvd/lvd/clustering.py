@@ -71,7 +71,7 @@ def kmeans(points: Tensor, config: KMeansConfig) -> tuple[Tensor, Tensor]:
     data = np.ascontiguousarray(points.float().cpu().numpy())
     if faiss is None:
         warnings.warn("faiss is not installed; falling back to scikit-learn KMeans (slower). "
-                      "pip install faiss-cpu (or faiss-gpu-cu12)", RuntimeWarning, stacklevel=2)
+                      "pip install faiss-cpu (or faiss-gpu on a CUDA 12 machine)", RuntimeWarning, stacklevel=2)
         from sklearn.cluster import KMeans
 
         model = KMeans(config.num_clusters, n_init=config.restarts, max_iter=config.iterations,
