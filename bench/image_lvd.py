@@ -21,7 +21,8 @@ import torch
 from hmmlvd.data import load_images, train_valid_split
 from hmmlvd.io import atomic_write_json
 from hmmlvd.lvd.images import assign_latents, patch_features, train_teacher
-from hmmlvd.lvd.images.recipe import ImageRecipeConfig, train
+from hmmlvd.lvd.images.features import CONTEXTS
+from hmmlvd.lvd.images.recipe import LATENT_SOURCES, MODELS, ImageRecipeConfig, train
 from hmmlvd.lvd.images.teacher import TeacherConfig
 
 
@@ -36,23 +37,30 @@ def size(text: str) -> tuple[int, int, bool]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=size, nargs="+", default=[(8, 4, False), (16, 4, False), (32, 4, False),
-                                                                   (32, 8, False)])
+                                                                   (32, 8, False)],
+                        help="model sizes as k,H (untied) or k,H,tied: latent categories per patch, pixel-HCLT "
+                             "hidden size")
     parser.add_argument("--train-size", type=int, default=None, help="first N training images (default all)")
-    parser.add_argument("--valid-size", type=int, default=5000)
+    parser.add_argument("--valid-size", type=int, default=5000,
+                        help="the last N of the 60,000 training images form the validation split")
     parser.add_argument("--test-size", type=int, default=None, help="first N test images (default all)")
-    parser.add_argument("--teacher-epochs", type=int, default=6)
-    parser.add_argument("--context", default="mst")
-    parser.add_argument("--lvd-epochs", type=int, default=3)
-    parser.add_argument("--latent-epochs", type=int, default=1)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--teacher-epochs", type=int, default=6, help="MAE training epochs (--latents mae)")
+    parser.add_argument("--context", default="mst", choices=CONTEXTS,
+                        help="patches visible when a patch's feature is taken (--latents mae)")
+    parser.add_argument("--lvd-epochs", type=int, default=3, help="LVD: Lemma-1 epochs (latents observed)")
+    parser.add_argument("--latent-epochs", type=int, default=1,
+                        help="LVD: epochs fitting p(Z) with the patch circuits fixed")
+    parser.add_argument("--finetune-epochs", type=int, default=2, help="LVD: EM epochs on x after distillation")
     parser.add_argument("--em-epochs", type=int, default=None,
                         help="EM epochs of each baseline (default: LVD's epochs of all three stages)")
-    parser.add_argument("--latents", choices=("mae", "pixels"), default="mae")
-    parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"])
+    parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
+                        help="what K-means clusters into Z: the MAE's patch features or the patch pixels")
+    parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
+                        help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
     parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: Debian's)")
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="bench/image_lvd.json")
+    parser.add_argument("--cache-dir", default=None, help="teacher cache (default: $HMMLVD_CACHE/teachers, else ~/.cache/hmmlvd/teachers)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--out", default="bench/image_lvd.json", help="results JSON (rewritten after each size)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
