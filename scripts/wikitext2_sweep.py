@@ -16,12 +16,13 @@ import csv
 import json
 import math
 import sys
+from io import BytesIO
 from pathlib import Path
 
 from hmmlvd import HMMConfig
 from hmmlvd.cli import train as train_command
 from hmmlvd.hmm.model import FORMAT_VERSION, HMM_FOLDER_TYPES
-from hmmlvd.io import read_config
+from hmmlvd.io import atomic_write_bytes, read_config
 
 FIELDS = ["num_states", "init", "num_parameters", "stage", "protocol", "split", "perplexity", "num_tokens"]
 
@@ -88,6 +89,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, protocol in zip(axes, ("sliding", "chunk")):
@@ -96,11 +98,16 @@ def plot(rows: list[dict], path: Path) -> None:
                             and r["stage"] == "final" and r["protocol"] == protocol and r["split"] == "test")
             if points:
                 axis.plot(*zip(*points), marker=marker, label="LVD init" if init == "lvd" else "random init")
-        axis.set(xscale="log", xlabel="number of parameters", ylabel=f"test perplexity ({protocol})",
+        axis.set(xscale="log", xlabel="number of parameters (h)", ylabel=f"test perplexity ({protocol})",
                  title=f"WikiText-2, {protocol} protocol")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        sizes = sorted({(r["num_parameters"], r["num_states"]) for r in rows})
+        axis.set_xticks([n for n, _ in sizes], [f"{n / 1e6:.0f}M\n(h={h})" for n, h in sizes])
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def markdown(rows: list[dict], costs: list[dict]) -> str:

@@ -20,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", type=Path, help="model folder written by 'hmmlvd train'")
     parser.add_argument("--protocol", choices=PROTOCOLS, nargs="+", default=["chunk", "sliding"],
                         help="chunk: disjoint 32-token windows; sliding: each token given the previous 31")
-    parser.add_argument("--split", choices=("valid", "test"), nargs="+", default=["test"])
+    parser.add_argument("--split", choices=("valid", "test"), nargs="+", default=["test"],
+                        help="WikiText-2 splits to score (default test)")
     parser.add_argument("--data-dir", help="WikiText-2 folder (default $HMMLVD_DATA, then Hugging Face datasets)")
     parser.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens of each split")
     parser.add_argument("--batch-size", type=int, default=1024, help="windows per forward pass (default 1024)")

@@ -32,7 +32,8 @@ def _add_train(commands) -> None:
         description="Train the masked-autoencoder teacher (cached), assign patch latents by K-means on patch "
                     "features with context, fit the patch circuit by Lemma 1, then fine-tune it by mini-batch EM; "
                     "print test bits per dimension. Preset values apply unless an option is given explicitly.")
-    parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist")
+    parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist",
+                        help="image dataset (default fashion-mnist)")
     parser.add_argument("--data-dir", help="folder with the dataset's files (default: its environment variable, "
                                            "then the Debian package for Fashion-MNIST)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (models, results.json)")
@@ -76,7 +77,8 @@ def _add_eval(commands) -> None:
                                  description="Print the bits per dimension of the models in a folder written by "
                                              "'hmmlvd image train' on a split of its dataset.")
     parser.add_argument("model", type=Path, help="folder written by 'hmmlvd image train'")
-    parser.add_argument("--split", choices=("valid", "test"), default="test")
+    parser.add_argument("--split", choices=("valid", "test"), default="test",
+                        help="split to score: valid (the training run's held-out images) or test (default)")
     parser.add_argument("--data-dir", help="dataset folder (default: the one recorded at training)")
     parser.add_argument("--max-images", type=int, help="evaluate the first N images only")
     parser.set_defaults(run=run_eval)

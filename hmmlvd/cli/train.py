@@ -69,9 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="auto: faiss in a single process when installed, torch otherwise; torch: always the "
                              "torch K-means (what every run under torchrun uses, so 1 and N processes agree)")
     parser.add_argument("--kmeans-iterations", type=int, default=20, help="Lloyd iterations (default 20)")
-    parser.add_argument("--phase1-epochs", type=int)
+    parser.add_argument("--phase1-epochs", type=int, help="EM epochs of phase 1, at --phase1-step-size")
     parser.add_argument("--phase1-step-size", type=float, default=0.5, help="EM step size in phase 1 (0.5)")
-    parser.add_argument("--phase2-epochs", type=int)
+    parser.add_argument("--phase2-epochs", type=int, help="EM epochs of phase 2, at --phase2-step-size")
     parser.add_argument("--phase2-step-size", type=float, default=0.2, help="EM step size in phase 2 (0.2)")
     parser.add_argument("--batch-size", type=int, help="windows per EM update")
     parser.add_argument("--pseudocount", type=float, default=1.0,
@@ -89,7 +89,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", help="torch device for EM and evaluation (default cuda when available)")
     parser.add_argument("--tf32", action="store_true",
                         help="on CUDA, run the forward-backward GEMMs on TF32 tensor cores (fp32 accumulation)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the subsamples, K-means, random init and EM batch order (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
     return parser
