@@ -38,8 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=size, nargs="+", default=[(8, 4, False), (16, 4, False), (32, 4, False),
                                                                    (32, 8, False)],
-                        help="model sizes as k,H (untied) or k,H,tied: latent categories per patch, pixel-HCLT "
-                             "hidden size")
+                        help="model sizes as k,H (untied) or k,H,tied: latent categories per patch, hidden size "
+                             "of each patch model")
     parser.add_argument("--train-size", type=int, default=None, help="first N training images (default all)")
     parser.add_argument("--valid-size", type=int, default=5000,
                         help="the last N of the 60,000 training images form the validation split")
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
                         help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
     parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: Debian's)")
-    parser.add_argument("--cache-dir", default=None, help="teacher cache (default: $HMMLVD_CACHE/teachers, else ~/.cache/hmmlvd/teachers)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="teacher cache (default: $HMMLVD_CACHE/teachers, else ~/.cache/hmmlvd/teachers)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", default="bench/image_lvd.json", help="results JSON (rewritten after each size)")
     args = parser.parse_args()
