@@ -131,7 +131,8 @@ def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
                         train_stride=settings["train_stride"], train_windows=settings["train_windows"],
                         eval_splits=tuple(settings["eval_splits"]), eval_protocols=tuple(settings["eval_protocols"]),
                         sliding_max_tokens=settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints,
-                        device=args.device, tf32=args.tf32, progress=not args.no_progress and rank_and_world_size()[0] == 0)
+                        device=args.device, tf32=args.tf32,
+                        progress=not args.no_progress and rank_and_world_size()[0] == 0)
 
 
 def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> dict:
@@ -139,7 +140,8 @@ def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> 
     result = train(corpus, config, out, resume=args.resume, log=_say)
     world_size = rank_and_world_size()[1]
     report = {"init": config.init, "world_size": world_size,
-              "backend": dist.get_backend() if world_size > 1 else None, "settings": settings, "em": config.em_settings(), "distill": asdict(config.distill),
+              "backend": dist.get_backend() if world_size > 1 else None, "settings": settings,
+              "em": config.em_settings(), "distill": asdict(config.distill),
               "init_seconds": result.init_seconds,
               "lvd_stats": result.lvd_stats.as_dict() if result.lvd_stats is not None else None,
               "perplexity": result.perplexity, "init_valid_log_likelihood": result.init_valid_log_likelihood,
