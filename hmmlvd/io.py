@@ -6,6 +6,7 @@ Every artefact folder (an HMM, a circuit, a language model, ...) holds ``config.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -40,6 +41,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_png(path: str | os.PathLike, figure, dpi: int = 120) -> None:
+    """Save a matplotlib ``figure`` as a PNG at ``path`` atomically (rendered in memory, then
+    :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _file_mode(path: Path) -> int:

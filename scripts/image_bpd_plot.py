@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from io import BytesIO
 
 import matplotlib
 import matplotlib.ticker
@@ -14,7 +13,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from hmmlvd.io import atomic_write_bytes  # noqa: E402
+from hmmlvd.io import atomic_write_png  # noqa: E402
 
 STYLES = {"lvd": ("LVD", "o-", "C0"), "em": ("same structure, EM alone", "s--", "C1"), "hclt": ("pixel HCLT", "^:", "C2")}
 
@@ -45,9 +44,7 @@ def main() -> None:
     axis.set_title(f"Fashion-MNIST ({results['train_images']:,} training images)")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=130)
-    atomic_write_bytes(args.out, buffer.getvalue())
+    atomic_write_png(args.out, figure, dpi=130)
     print(f"wrote {args.out}")
 
 

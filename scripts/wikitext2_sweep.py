@@ -16,13 +16,12 @@ import csv
 import json
 import math
 import sys
-from io import BytesIO
 from pathlib import Path
 
 from hmmlvd import HMMConfig
 from hmmlvd.cli import train as train_command
 from hmmlvd.hmm.model import FORMAT_VERSION, HMM_FOLDER_TYPES
-from hmmlvd.io import atomic_write_bytes, read_config
+from hmmlvd.io import atomic_write_png, read_config
 
 FIELDS = ["num_states", "init", "num_parameters", "stage", "protocol", "split", "perplexity", "num_tokens"]
 
@@ -105,9 +104,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axis.set_xticks([n for n, _ in sizes], [f"{n / 1e6:.0f}M\n(h={h})" for n, h in sizes])
         axis.legend()
     figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_png(path, figure)
 
 
 def markdown(rows: list[dict], costs: list[dict]) -> str:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from io import BytesIO
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ...io import atomic_write_bytes
+from ...io import atomic_write_png
 from .model import PatchImageModel
 
 MASKS = ("bottom", "top", "left", "right", "centre")
@@ -62,10 +61,8 @@ def sample_grid(model: PatchImageModel, images: Tensor, path: str | os.PathLike,
         axes[1, 1].set_title(f"{mask} hidden", fontsize=7)
         axes[1, 2].set_title("exact inpaintings", fontsize=7, loc="left")
     figure.tight_layout()
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_png(path, figure)
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
 
