@@ -55,6 +55,11 @@ def main() -> None:
                         help="EM epochs of each baseline (default: LVD's epochs of all three stages)")
     parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
                         help="what K-means clusters into Z: the MAE's patch features or the patch pixels")
+    parser.add_argument("--kmeans-iterations", type=int, default=ImageRecipeConfig.kmeans_iterations,
+                        help="Lloyd iterations of each K-means")
+    parser.add_argument("--kmeans-restarts", type=int, default=ImageRecipeConfig.kmeans_restarts,
+                        help="K-means runs from different seeds; the one with the lowest objective is kept")
+    parser.add_argument("--seed", type=int, default=0, help="seed of K-means, the circuits' parameters and batches")
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
                         help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
     parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: Debian's)")
@@ -69,7 +74,8 @@ def main() -> None:
     train_images = train_set.images[:args.train_size]
     test_images = load_images("fashion-mnist", args.root, "test").images[:args.test_size]
     budget = dict(lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs, finetune_epochs=args.finetune_epochs,
-                  em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False)
+                  em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False,
+                  kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed)
     print(f"Fashion-MNIST: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
           f"LVD {args.lvd_epochs}+{args.latent_epochs}+{args.finetune_epochs} epochs, baselines "
           f"{ImageRecipeConfig(**budget).baseline_epochs}; latents from {args.latents}", flush=True)
@@ -87,7 +93,8 @@ def main() -> None:
     print(f"{'k':>4} {'H':>3} {'tied':>5} {'model':>6} {'params':>12} {'test bpd':>9} {'valid bpd':>9} {'s':>6}")
     for clusters, hidden, tied in args.sizes:
         start = time.perf_counter()
-        assignments = assign_latents(features, clusters, seed=0, shared=tied)[0] if features is not None else None
+        assignments = None if features is None else assign_latents(
+            features, clusters, args.kmeans_iterations, args.kmeans_restarts, seed=args.seed, shared=tied)[0]
         kmeans_seconds = time.perf_counter() - start
         config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, **budget)
         result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments,
@@ -106,6 +113,7 @@ def main() -> None:
                                      "teacher_seconds": teacher_seconds, "feature_seconds": feature_seconds,
                                      "budget": [args.lvd_epochs, args.latent_epochs, args.finetune_epochs],
                                      "em_epochs": config.baseline_epochs, "latents": args.latents,
+                                     "kmeans": [args.kmeans_iterations, args.kmeans_restarts], "seed": args.seed,
                                      "rows": rows})
     print(json.dumps({"written": args.out}))
 

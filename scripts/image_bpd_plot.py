@@ -1,6 +1,12 @@
-"""Test bits per dimension against parameters, one curve per model (the analogue of the paper's Figure 1 left).
+"""Test bits per dimension against parameters, one curve per model and patch-circuit family (the analogue of the
+paper's Figure 1 left).
 
     python scripts/image_bpd_plot.py bench/image_lvd.json --out bench/image_lvd.png
+    python scripts/image_bpd_plot.py bench/image_lvd_full.json bench/image_lvd_h4.json --out bench/both.png
+
+Several JSON files of ``bench/image_lvd.py`` are drawn together when they measured the same number of training
+images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per family,
+the pixel HCLTs one curve per tying (untied, or sized like the tied circuits).
 """
 from __future__ import annotations
 
@@ -15,33 +21,64 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from hmmlvd.io import atomic_write_png  # noqa: E402
 
-STYLES = {"lvd": ("LVD", "o-", "C0"), "em": ("same structure, EM alone", "s--", "C1"), "hclt": ("pixel HCLT", "^:", "C2")}
+STYLES = {"lvd": ("LVD", "-", "C0"), "em": ("same structure, EM alone", "--", "C1"), "hclt": ("pixel HCLT", ":", "C2")}
+FAMILY_MARKERS = "osDv^<>p"
+
+
+def load_rows(paths: list[str]) -> tuple[int, list[dict]]:
+    """The rows of every results file, and their common number of training images."""
+    rows, train_images = [], set()
+    for path in paths:
+        with open(path) as handle:
+            results = json.load(handle)
+        train_images.add(results["train_images"])
+        rows += results["rows"]
+    if len(train_images) != 1:
+        raise SystemExit(f"the files measured different numbers of training images ({sorted(train_images)}); "
+                         "plot them separately")
+    return train_images.pop(), rows
+
+
+def curves(rows: list[dict]) -> list[tuple[tuple, str, list[dict]]]:
+    """((model, tied, H or None), label, rows sorted by parameters) per model and family, one point per parameter
+    count (the first row given of that size)."""
+    groups = {}
+    for row in rows:
+        tied = bool(row["tied"])
+        if row["model"] == "hclt":
+            key = ("hclt", tied, None)
+            label = "pixel HCLT" + (", sized like the tied circuits" if tied else "")
+        else:
+            key = (row["model"], tied, row["hidden_size"])
+            label = f"{STYLES[row['model']][0]}, {'tied' if tied else 'untied'}, H = {row['hidden_size']}"
+        groups.setdefault(key, (label, {}))[1].setdefault(row["num_parameters"], row)
+    ordered = sorted(groups.items(), key=lambda item: (list(STYLES).index(item[0][0]), item[0][1], item[0][2] or 0))
+    return [(key, label, sorted(points.values(), key=lambda r: r["num_parameters"]))
+            for key, (label, points) in ordered]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", help="JSON written by bench/image_lvd.py")
+    parser.add_argument("results", nargs="+", help="JSON files written by bench/image_lvd.py")
     parser.add_argument("--out", required=True, help="PNG to write")
     args = parser.parse_args()
-    with open(args.results) as handle:
-        results = json.load(handle)
-    figure, axis = plt.subplots(figsize=(5.5, 4))
-    for model, (label, style, colour) in STYLES.items():
-        for tied in (False, True):      # untied and tied patch circuits (and their HCLTs) are separate curves
-            rows = sorted((r for r in results["rows"] if r["model"] == model and bool(r["tied"]) == tied),
-                          key=lambda r: r["num_parameters"])
-            if rows:
-                suffix = ("" if not tied else ", sized like the tied circuits" if model == "hclt"
-                          else ", tied circuits")
-                axis.plot([r["num_parameters"] for r in rows], [r["test_bpd"] for r in rows], style, color=colour,
-                          fillstyle="none" if tied else "full", label=label + suffix)
+    train_images, rows = load_rows(args.results)
+    figure, axis = plt.subplots(figsize=(6, 4.3))
+    families = sorted({(bool(r["tied"]), r["hidden_size"]) for r in rows if r["model"] != "hclt"})
+    for (model, tied, hidden), label, points in curves(rows):
+        marker = "^" if model == "hclt" else FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
+        axis.plot([r["num_parameters"] for r in points], [r["test_bpd"] for r in points], marker + STYLES[model][1],
+                  color=STYLES[model][2], fillstyle="none" if tied else "full", label=label)
     axis.set_xscale("log")
     axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    sizes = sorted({r["num_parameters"] for r in results["rows"] if r["model"] != "hclt"})
-    axis.set_xticks(sizes, [f"{size / 1e6:.2g}M" for size in sizes])       # the patch circuits' sizes
+    ticks = []                          # the patch circuits' sizes, leaving out one within 15 % of the last
+    for size in sorted({r["num_parameters"] for r in rows if r["model"] != "hclt"}):
+        if not ticks or size > 1.15 * ticks[-1]:
+            ticks.append(size)
+    axis.set_xticks(ticks, [f"{size / 1e6:.2g}M" for size in ticks], fontsize=7)
     axis.set_xlabel("parameters")
     axis.set_ylabel("test bits per dimension")
-    axis.set_title(f"Fashion-MNIST ({results['train_images']:,} training images)")
+    axis.set_title(f"Fashion-MNIST ({train_images:,} training images)")
     axis.legend(fontsize=7)
     figure.tight_layout()
     atomic_write_png(args.out, figure, dpi=130)

@@ -57,6 +57,9 @@ def _add_train(commands) -> None:
     parser.add_argument("--teacher", help="a saved ViT-MAE folder to use instead of training one")
     parser.add_argument("--teacher-images", type=int, help="train the teacher on N training images (0 = all)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default 6)")
+    parser.add_argument("--kmeans-restarts", type=int, default=ImageRecipeConfig.kmeans_restarts,
+                        help="K-means runs from different seeds, the best kept (default "
+                             f"{ImageRecipeConfig.kmeans_restarts}, as the paper's code)")
     parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
     parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
     parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
@@ -118,11 +121,13 @@ def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
                 _positive(name, value, allow_zero=name in ("train_size", "teacher_images", "lvd_epochs",
                                                            "latent_epochs", "finetune_epochs"))
             settings[name] = value or None if name in ("train_size", "teacher_images") else value
+    _positive("kmeans_restarts", args.kmeans_restarts)
     train_size = settings.pop("train_size")
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
     config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
                                teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
-                               models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+                               kmeans_restarts=args.kmeans_restarts, models=models, seed=args.seed,
+                               device=args.device, cache_dir=args.cache_dir,
                                progress=not args.no_progress, **settings)
     return config, train_size
 

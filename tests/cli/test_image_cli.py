@@ -28,6 +28,7 @@ def test_train_writes_three_models_and_results(trained, capsys):
         assert (trained / name / "config.json").is_file()
     # the quick preset's tied circuit and equal-time baseline budget apply where no option overrides them
     assert report["config"]["tied"] is True and report["config"]["em_epochs"] == 6
+    assert report["config"]["kmeans_restarts"] == 5
     assert [len(row["valid_curve"]) for row in report["models"]] == [3, 6, 6]
 
 
@@ -52,6 +53,8 @@ def test_sample_writes_a_png(trained, tmp_path):
     (["image", "train", "--dataset", "digits", "--out", "x", "--valid-size", "-1"], "valid-size"),
     (["image", "eval", "/nonexistent"], "results.json"),
     (["image", "train", "--dataset", "digits", "--out", "x", "--em-epochs", "0"], "--em-epochs must be positive"),
+    (["image", "train", "--dataset", "digits", "--out", "x", "--kmeans-restarts", "0"],
+     "--kmeans-restarts must be positive"),
 ])
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2

@@ -10,13 +10,18 @@ from tqdm.auto import tqdm
 
 from ..clustering import KMeansConfig, kmeans
 
+KMEANS_ITERATIONS = 20
+KMEANS_RESTARTS = 5     # the best of five seeded runs, as in the paper's public code (bench/RESULTS.md: k = 4)
 
-def assign_latents(features: Tensor, num_clusters: int, iterations: int = 20, restarts: int = 1, seed: int = 0,
+
+def assign_latents(features: Tensor, num_clusters: int, iterations: int = KMEANS_ITERATIONS,
+                   restarts: int = KMEANS_RESTARTS, seed: int = 0,
                    use_gpu: bool | None = None, progress: bool = True, shared: bool = False) -> tuple[Tensor, Tensor]:
     """K-means with ``num_clusters`` clusters at every patch position of ``features`` [N, P, d], on every point.
 
     Returns (Z LongTensor [N, P] with z[n, i] in 0..k-1, centroids float32 [P, k, d]). Position i is clustered
-    by :func:`hmmlvd.lvd.clustering.kmeans` (faiss; torch on a GPU) with seed ``seed + i``, as
+    by :func:`hmmlvd.lvd.clustering.kmeans` (faiss; torch on a GPU; the best of ``restarts`` runs of
+    ``iterations`` Lloyd steps) with seed ``seed + i``, as
     :func:`hmmlvd.lvd.clustering.cluster_positions` does; Z[n, i] is the nearest of position i's centroids.
     With ``shared`` one K-means runs over the features of every position together, so cluster c means the same
     at every patch (what a circuit whose patch models are tied across patches needs); its centroids are

@@ -93,6 +93,14 @@ def test_pixel_hclt_size_is_the_closest_parameter_count():
     assert pixel_hclt_latents(10**9, 784, 256) == 64
 
 
+def test_the_pixel_hclt_alone_is_sized_like_the_patch_circuit(digits, tmp_path):
+    train_images, valid_images, _ = digits
+    settings = config(tmp_path, num_clusters=8, hidden_size=4, models=("hclt",))
+    trained = train(train_images, valid_images, settings, num_categories=17).models["hclt"]
+    patch_circuit = train(train_images, valid_images, config(tmp_path, num_clusters=8, hidden_size=4, models=("em",)),
+                          num_categories=17).models["em"]
+    assert trained.seconds["num_latents"] == pixel_hclt_latents(patch_circuit.num_parameters, 64, 17)
+
 @pytest.mark.parametrize("changes, message", [
     ({"num_clusters": 0}, "num_clusters"), ({"context": "all"}, "context"), ({"models": ("lvd", "gan")}, "models"),
     ({"lvd_epochs": 0, "latent_epochs": 0, "finetune_epochs": 0}, "budget"), ({"step_end": 0.9}, "step_end"),
