@@ -61,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="JSON files written by bench/image_lvd.py")
     parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="bpd range shown (default: every point); points outside it are cut off")
     args = parser.parse_args()
     train_images, rows = load_rows(args.results)
     figure, axis = plt.subplots(figsize=(6, 4.3))
@@ -78,6 +80,8 @@ def main() -> None:
     axis.set_xticks(ticks, [f"{size / 1e6:.2g}M" for size in ticks], fontsize=7)
     axis.set_xlabel("parameters")
     axis.set_ylabel("test bits per dimension")
+    if args.ylim:
+        axis.set_ylim(*args.ylim)
     axis.set_title(f"Fashion-MNIST ({train_images:,} training images)")
     axis.legend(fontsize=7)
     figure.tight_layout()
