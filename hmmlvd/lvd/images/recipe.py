@@ -221,6 +221,8 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         return valid, (model_bits_per_dimension(model, test_images) if test_images is not None else None)
 
     models, stage_seconds, teacher = {}, {}, None
+    circuit_config = pc.PatchCircuitConfig(x_train.shape[1], x_train.shape[2], config.num_clusters,
+                                           config.hidden_size, num_categories=num_categories, tied=config.tied)
     if assignments is not None and (assignments.shape != x_train.shape[:2] or int(assignments.min()) < 0
                                     or int(assignments.max()) >= config.num_clusters):
         raise ValueError(f"assignments must be a LongTensor {list(x_train.shape[:2])} of cluster ids in "
@@ -236,10 +238,8 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
             value_parents, latent_parents = pc.structures.patch_trees(
                 x_train, torch.zeros(x_train.shape[:2], dtype=torch.long), 1, num_categories=num_categories,
                 seed=config.seed)
-        circuit_config = pc.PatchCircuitConfig(
-            x_train.shape[1], x_train.shape[2], config.num_clusters, config.hidden_size,
-            num_categories=num_categories, tied=config.tied, value_parents=tuple(value_parents),
-            latent_parents=tuple(latent_parents))
+        circuit_config = replace(circuit_config, value_parents=tuple(value_parents),
+                                 latent_parents=tuple(latent_parents))
         log(f"[patch circuit] {circuit_config.num_patches} patches of {circuit_config.values_per_patch} values, "
             f"k={config.num_clusters}, H={config.hidden_size}, tied={config.tied}: "
             f"{circuit_config.num_parameters:,} parameters")
@@ -261,10 +261,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
             models["em"] = TrainedModel("em", image_model, circuit.num_parameters, *evaluate(image_model), curve,
                                         {"em": time.perf_counter() - start})
     if "hclt" in config.models:
-        patch_circuit_size = pc.PatchCircuitConfig(x_train.shape[1], x_train.shape[2], config.num_clusters,
-                                                   config.hidden_size, num_categories=num_categories,
-                                                   tied=config.tied).num_parameters
-        latents = config.hclt_latents or pixel_hclt_latents(patch_circuit_size, math.prod(image_shape),
+        latents = config.hclt_latents or pixel_hclt_latents(circuit_config.num_parameters, math.prod(image_shape),
                                                             num_categories)
         pixels = train_images.flatten(1).long()
         start = time.perf_counter()
