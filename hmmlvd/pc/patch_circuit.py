@@ -118,6 +118,7 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
+        self._log_table: tuple[Tensor, int, Tensor] | None = None     # (emissions, their version, log of them)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -286,6 +287,20 @@ class PatchCircuit:
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
 
+    def _log_emissions(self, rows: Tensor) -> Tensor:
+        """``log`` of the emission rows ``rows`` (indices into :meth:`_patch_views`' [G·D·K, H] table), a new
+        [len(rows), H] tensor. The log of the whole table is kept between calls while it is no larger than four
+        chunk buffers (it is taken again when the emissions are replaced or changed in place); a larger table has
+        only the gathered rows' log taken."""
+        emissions = self._params["patch_emissions"]
+        if emissions.numel() > 4 * self.chunk_elements:
+            return self._patch_views()[2].index_select(0, rows).clamp_min_(self._tiny).log_()
+        cached = self._log_table
+        if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
+            log_table = emissions.view(-1, self.config.hidden_size).clamp_min(self._tiny).log()
+            cached = self._log_table = (emissions, emissions._version, log_table)
+        return cached[2].index_select(0, rows)
+
     def _to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
         patches, clusters = self.config.num_patches, self.config.num_clusters
@@ -309,12 +324,13 @@ class PatchCircuit:
         else:
             columns = x.permute(1, 2, 0).reshape(stacks, 1, values, -1)                   # [P, 1, D, B]
         width = columns.shape[-1]
-        root, transitions, table = self._patch_views()
+        root, transitions, _ = self._patch_views()
         base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         observed = columns >= 0
-        leaf = table.index_select(0, rows).view(stacks, clusters, values, width, hidden)
-        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[..., None], 0.0)
+        leaf = self._log_emissions(rows).view(stacks, clusters, values, width, hidden)
+        if not bool(observed.all()):
+            leaf.masked_fill_(~observed[..., None], 0.0)
         passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
         return passed, rows, observed
 
@@ -325,7 +341,9 @@ class PatchCircuit:
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
                          root_counts=counts["patch_root"].view(root.shape))
         stacks, hidden = self._stacks(), self.config.hidden_size
-        flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:]).masked_fill_(~observed[..., None], 0.0)
+        flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:])
+        if not bool(observed.all()):
+            flows.masked_fill_(~observed[..., None], 0.0)
         counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
 
     def _latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
@@ -374,12 +392,11 @@ class PatchCircuit:
         columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=self.device)
         columns[block, slot] = flat[order]
         columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
-        root, transitions, table = self._patch_views()
+        root, transitions, _ = self._patch_views()
         base = (block_group[:, None] * values + torch.arange(values, device=self.device))[..., None]      # [nb, D, 1]
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         observed = columns >= 0
-        leaf = table.index_select(0, rows).view(*columns.shape, hidden)
-        leaf.clamp_min_(self._tiny).log_().masked_fill_(~observed[..., None], 0.0)
+        leaf = self._log_emissions(rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 0.0)
         transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
         passed = upward(self.value_plan, leaf, transitions, root)
         column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)

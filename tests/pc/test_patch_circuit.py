@@ -59,9 +59,12 @@ def test_log_likelihood_matches_node_circuit(tied):
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_expected_counts_match_autograd_of_naive_recursion(tied):
+@pytest.mark.parametrize("gaps", [True, False])
+def test_expected_counts_match_autograd_of_naive_recursion(tied, gaps):
     circuit = small(tied)
     x = data_with_gaps(circuit, count=5)
+    if not gaps:                                          # every value observed: the pass skips the masking
+        x = x.clamp_min(0)
     logs, reference = naive_counts(circuit, x)
     counts = circuit.zero_counts()
     torch.testing.assert_close(circuit.accumulate_counts(x, counts), logs, rtol=0, atol=1e-11)
@@ -95,6 +98,23 @@ def test_chunking_changes_nothing():
     expected = whole.expected_counts(x)
     for name, counts in chunked.expected_counts(x).items():
         torch.testing.assert_close(counts, expected[name], rtol=1e-12, atol=1e-12)
+
+
+def test_changed_emissions_are_seen_by_every_pass():
+    # the log of the emission table is kept between calls: replacing the parameters or changing them in place
+    # must give what a fresh circuit with the same parameters gives
+    circuit, fresh = small(True), small(True)
+    x = data_with_gaps(circuit)
+    before = circuit.log_likelihood(x)
+    emissions = circuit.parameter_groups()["patch_emissions"].values
+    replaced = em.normalize(emissions.flip(3) + 0.3, 3)
+    circuit.set_parameters({"patch_emissions": replaced})
+    fresh.set_parameters({"patch_emissions": replaced.clone()})
+    changed = circuit.log_likelihood(x)
+    assert not torch.allclose(changed, before)
+    torch.testing.assert_close(changed, fresh.log_likelihood(x), rtol=0, atol=0)
+    circuit.parameter_groups()["patch_emissions"].values.copy_(emissions)
+    torch.testing.assert_close(circuit.log_likelihood(x), before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("tied", [False, True])
