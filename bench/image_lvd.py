@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--latent-epochs", type=int, default=1,
                         help="LVD: epochs fitting p(Z) with the patch circuits fixed")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="LVD: EM epochs on x after distillation")
+    parser.add_argument("--finetune-step", type=float, default=None,
+                        help="LVD: the fine-tuning step size's start, annealed to a tenth (default: the recipe's)")
     parser.add_argument("--em-epochs", type=int, default=None,
                         help="EM epochs of each baseline (default: LVD's epochs of all three stages)")
     parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
@@ -74,6 +76,7 @@ def main() -> None:
     train_images = train_set.images[:args.train_size]
     test_images = load_images("fashion-mnist", args.root, "test").images[:args.test_size]
     budget = dict(lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs, finetune_epochs=args.finetune_epochs,
+                  finetune_step_start=args.finetune_step,
                   em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False,
                   kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed)
     print(f"Fashion-MNIST: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
@@ -112,6 +115,7 @@ def main() -> None:
         atomic_write_json(args.out, {"train_images": len(train_images), "test_images": len(test_images),
                                      "teacher_seconds": teacher_seconds, "feature_seconds": feature_seconds,
                                      "budget": [args.lvd_epochs, args.latent_epochs, args.finetune_epochs],
+                                     "finetune_step": config.finetune_schedule().start,
                                      "em_epochs": config.baseline_epochs, "latents": args.latents,
                                      "kmeans": [args.kmeans_iterations, args.kmeans_restarts], "seed": args.seed,
                                      "rows": rows})
