@@ -66,7 +66,9 @@ class ImageRecipeConfig:
     Its default (None) is 0.1 for untied circuits, whose per-(patch, cluster) models are data-starved and lose the
     distilled fit to a large step (10k Fashion-MNIST images, k=16/H=4: η = 0.5 took the valid bpd from 3.91 back
     to 4.06, η = 0.1 down to 3.76), and 0.3 for tied ones (k=16/H=16: test bpd 3.4916 at η 0.1, 3.4724 at 0.3,
-    3.4735 at 0.5).
+    3.4735 at 0.5). The best start depends on the size: on all 55,000 images a large circuit's distilled start is
+    worth keeping (k=64/H=16: 3.3153 at η 0.1 against 3.3354 at 0.3), smaller ones' are not (k=16/H=16: 3.3887 against
+    3.3852; k=4/H=16: 3.5436 against 3.5377).
     K-means keeps the best of ``kmeans_restarts`` runs of ``kmeans_iterations`` Lloyd steps. Five runs, as in the
     paper's public code, cost five times one run's seconds (the least of the stages) and matter where a few
     clusters split the data: at k=4, H=16 on Fashion-MNIST pixels, over three seeds, LVD reached 3.5465 test bpd
