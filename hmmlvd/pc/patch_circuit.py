@@ -140,10 +140,10 @@ class PatchCircuit:
         x, results = self.check_patches(batch), []
         with torch.no_grad():
             for part in self._chunks(len(x), self._grouped_size()):
-                passed, rows, observed = self._patch_forward(x[part])
+                passed, rows, missing = self._patch_forward(x[part])
                 latent = self._latent_forward(self._to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self._latent_backward(latent, counts)
-                self._patch_backward(passed, rows, observed, self._from_clusters(posterior), counts)
+                self._patch_backward(passed, rows, missing, self._from_clusters(posterior), counts)
                 results.append(latent[0].log_likelihood[0])
         return torch.cat(results)
 
@@ -293,12 +293,12 @@ class PatchCircuit:
         chunk buffers (it is taken again when the emissions are replaced or changed in place); a larger table has
         only the gathered rows' log taken."""
         emissions = self._params["patch_emissions"]
+        table = emissions.view(-1, self.config.hidden_size)
         if emissions.numel() > 4 * self.chunk_elements:
-            return self._patch_views()[2].index_select(0, rows).clamp_min_(self._tiny).log_()
+            return table.index_select(0, rows).clamp_min_(self._tiny).log_()
         cached = self._log_table
         if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
-            log_table = emissions.view(-1, self.config.hidden_size).clamp_min(self._tiny).log()
-            cached = self._log_table = (emissions, emissions._version, log_table)
+            cached = self._log_table = (emissions, emissions._version, table.clamp_min(self._tiny).log())
         return cached[2].index_select(0, rows)
 
     def _to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
@@ -315,8 +315,9 @@ class PatchCircuit:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
-    def _patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor]:
-        """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples."""
+    def _patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
+        """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples.
+        Returns the pass, the emission rows of the leaves and the mask of missing values (None when none is)."""
         config, stacks = self.config, self._stacks()
         values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
         if config.tied:
@@ -327,14 +328,15 @@ class PatchCircuit:
         root, transitions, _ = self._patch_views()
         base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
-        observed = columns >= 0
+        missing = columns < 0
+        missing = missing if bool(missing.any()) else None
         leaf = self._log_emissions(rows).view(stacks, clusters, values, width, hidden)
-        if not bool(observed.all()):
-            leaf.masked_fill_(~observed[..., None], 0.0)
+        if missing is not None:
+            leaf.masked_fill_(missing[..., None], 0.0)
         passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
-        return passed, rows, observed
+        return passed, rows, missing
 
-    def _patch_backward(self, passed: TreePass, rows: Tensor, observed: Tensor, root_flows: Tensor,
+    def _patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
                         counts: dict[str, Tensor]) -> None:
         root, transitions, _ = self._patch_views()
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
@@ -342,8 +344,8 @@ class PatchCircuit:
                          root_counts=counts["patch_root"].view(root.shape))
         stacks, hidden = self._stacks(), self.config.hidden_size
         flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:])
-        if not bool(observed.all()):
-            flows.masked_fill_(~observed[..., None], 0.0)
+        if missing is not None:
+            flows.masked_fill_(missing[..., None], 0.0)
         counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
 
     def _latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
