@@ -22,7 +22,7 @@ from hmmlvd.data import load_images, train_valid_split
 from hmmlvd.io import atomic_write_json
 from hmmlvd.lvd.images import assign_latents, patch_features, train_teacher
 from hmmlvd.lvd.images.features import CONTEXTS
-from hmmlvd.lvd.images.recipe import LATENT_SOURCES, MODELS, ImageRecipeConfig, train
+from hmmlvd.lvd.images.recipe import LATENT_SOURCES, MODELS, PATCH_STATES, ImageRecipeConfig, train
 from hmmlvd.lvd.images.teacher import TeacherConfig
 
 
@@ -61,6 +61,8 @@ def main() -> None:
                         help="Lloyd iterations of each K-means")
     parser.add_argument("--kmeans-restarts", type=int, default=ImageRecipeConfig.kmeans_restarts,
                         help="K-means runs from different seeds; the one with the lowest objective is kept")
+    parser.add_argument("--patch-states", choices=PATCH_STATES, default=ImageRecipeConfig.patch_states,
+                        help="LVD: the patch models' start before Lemma 1 (bins: closed form on binned states)")
     parser.add_argument("--seed", type=int, default=0, help="seed of K-means, the circuits' parameters and batches")
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
                         help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
@@ -78,7 +80,8 @@ def main() -> None:
     budget = dict(lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs, finetune_epochs=args.finetune_epochs,
                   finetune_step_start=args.finetune_step,
                   em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False,
-                  kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed)
+                  kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed,
+                  patch_states=args.patch_states)
     print(f"Fashion-MNIST: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
           f"LVD {args.lvd_epochs}+{args.latent_epochs}+{args.finetune_epochs} epochs, baselines "
           f"{ImageRecipeConfig(**budget).baseline_epochs}; latents from {args.latents}", flush=True)
@@ -118,6 +121,7 @@ def main() -> None:
                                      "finetune_step": config.finetune_schedule().start,
                                      "em_epochs": config.baseline_epochs, "latents": args.latents,
                                      "kmeans": [args.kmeans_iterations, args.kmeans_restarts], "seed": args.seed,
+                                     "patch_states": args.patch_states,
                                      "rows": rows})
     print(json.dumps({"written": args.out}))
 

@@ -9,7 +9,8 @@ from ..io import atomic_write_json, read_json
 from ..lvd.images.features import CONTEXTS
 from ..lvd.images.model import PatchImageModel
 from ..lvd.images.pictures import MASKS, sample_grid
-from ..lvd.images.recipe import LATENT_SOURCES, PRESETS, ImageRecipeConfig, model_bits_per_dimension, train
+from ..lvd.images.recipe import (LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig, model_bits_per_dimension,
+                                 train)
 from ..pc import Circuit
 
 RESULTS_FILE = "results.json"
@@ -60,6 +61,9 @@ def _add_train(commands) -> None:
     parser.add_argument("--kmeans-restarts", type=int, default=ImageRecipeConfig.kmeans_restarts,
                         help="K-means runs from different seeds, the best kept (default "
                              f"{ImageRecipeConfig.kmeans_restarts}, as the paper's code)")
+    parser.add_argument("--patch-states", choices=PATCH_STATES, default=ImageRecipeConfig.patch_states,
+                        help="start of the Lemma 1 fit: bins (the patch models fitted in closed form on quantile "
+                             "bins of the pixels as their hidden states; default) or random (random parameters)")
     parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
     parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
     parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
@@ -126,7 +130,7 @@ def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
     config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
                                teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
-                               kmeans_restarts=args.kmeans_restarts, models=models, seed=args.seed,
+                               kmeans_restarts=args.kmeans_restarts, patch_states=args.patch_states, models=models, seed=args.seed,
                                device=args.device, cache_dir=args.cache_dir,
                                progress=not args.no_progress, **settings)
     return config, train_size

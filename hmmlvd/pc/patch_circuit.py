@@ -189,7 +189,7 @@ class PatchCircuit:
                                    counts: dict[str, Tensor] | None) -> Tensor:
         """The complete-data counts of ``(x, z)``: each patch feeds only its own (i, z_i) sub-circuit and ``p(Z)``
         sees the assignments. Adds them into ``counts`` (when given); returns ``log p(x, z)`` [B]."""
-        x, z = self.check_patches(batch), self._check_assignments(assignments, len(batch))
+        x, z = self.check_patches(batch), self.check_assignments(assignments, len(batch))
         per_example = self.config.num_patches * self.config.values_per_patch * self.config.hidden_size ** 2
         results = []
         with torch.no_grad():
@@ -251,7 +251,8 @@ class PatchCircuit:
             raise ValueError(f"patch values must be in [0, {self.config.num_categories}) or -1 for missing")
         return batch.to(self.device, torch.long)
 
-    def _check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
+    def check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
+        """``assignments`` on the circuit's device as a LongTensor, after checking shape [batch_size, P] and ids."""
         if (not isinstance(assignments, Tensor) or assignments.dtype.is_floating_point
                 or tuple(assignments.shape) != (batch_size, self.config.num_patches)):
             raise ValueError(f"assignments must be an integer tensor [{batch_size}, {self.config.num_patches}], got "

@@ -4,13 +4,15 @@ With the patch latents observed, ``log p(x, z) = log p(z) + Σ_i log p(x_i | z_i
 fitted by EM only on the patches assigned to cluster c, and ``p(Z)`` on the assignments. :func:`fit_lvd` runs
 that fit, :func:`fit_latent_distribution` then fits ``p(Z)`` alone on each image's per-cluster patch
 log-likelihoods (the paper's latent-distribution step), and ``em.fit(circuit, x, ...)`` fine-tunes everything.
+:func:`fit_patch_states` gives Lemma 1 a distilled start one level down: every hidden state of every patch model
+observed as a quantile bin of its value, and the patch models fitted to those in closed form.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..em import History, ParameterGroup, fit
+from ..em import History, ParameterGroup, fit, normalize
 from .patch_circuit import PatchCircuit
 
 LATENT_GROUPS = ("latent_root", "latent_transitions", "latent_emissions")
@@ -85,3 +87,73 @@ def fit_latent_distribution(circuit: PatchCircuit, x: Tensor, schedule, *, valid
     cluster_ll = circuit.cluster_log_likelihoods(x)
     valid_ll = circuit.cluster_log_likelihoods(valid) if valid is not None else None
     return fit(LatentDistributionView(circuit), cluster_ll, schedule, valid=valid_ll, **fit_options)
+
+
+def patch_state_bins(circuit: PatchCircuit, x: Tensor, z: Tensor) -> Tensor:
+    """Hidden states [N, P, D] for patches ``x`` [N, P, D] assigned to clusters ``z`` [N, P]: value ``v`` at
+    position ``j`` of a patch whose sub-circuit is ``g`` gets ``min(H - 1, floor(H · F(v)))``, ``F`` the mid-point
+    CDF of the values at ``j`` over all of g's patches. These are H quantile bins of each value, one per
+    sub-circuit and position; a value holding much of the mass keeps a single bin, so some states may go unused."""
+    config = circuit.config
+    _, cells, num_groups = _value_cells(circuit, x, z)
+    histogram = torch.bincount(cells.reshape(-1), minlength=num_groups * config.values_per_patch
+                               * config.num_categories).view(num_groups, config.values_per_patch, -1).double()
+    below = histogram.cumsum(2) - histogram
+    midpoint = (below + histogram / 2) / histogram.sum(2, keepdim=True).clamp_min(1.0)
+    table = (midpoint * config.hidden_size).floor().long().clamp_(max=config.hidden_size - 1)
+    return table.view(-1)[cells].view(x.shape)
+
+
+def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor | None = None, *,
+                     pseudocount: float = 0.1) -> Tensor:
+    """Fit every patch model in closed form with its hidden states observed (latent materialisation one level
+    below the patch latents): patches ``x`` [N, P, D] of clusters ``z`` [N, P] with states ``states`` [N, P, D]
+    (default :func:`patch_state_bins`). Root, transition and emission tables become the normalised counts (plus
+    ``pseudocount``, spread as in ``em.normalize``); rows without counts (e.g. the emissions of a state no patch
+    uses) keep their values, so unused states stay distinct. ``p(Z)`` is untouched: Lemma 1 (:func:`fit_lvd`) then
+    fits it and refines these tables with the states marginalised again. Returns the states."""
+    config = circuit.config
+    states = patch_state_bins(circuit, x, z) if states is None else states
+    if (not isinstance(states, Tensor) or states.dtype.is_floating_point or states.shape != x.shape
+            or int(states.min()) < 0 or int(states.max()) >= config.hidden_size):
+        raise ValueError(f"states must be an integer tensor [N, P, D] = {tuple(x.shape)} of hidden states in "
+                         f"0..{config.hidden_size - 1}, got {tuple(getattr(states, 'shape', ()))}")
+    groups, cells, num_groups = _value_cells(circuit, x, z)
+    hidden, parents = config.hidden_size, config.value_parents
+    states = states.reshape(cells.shape).to(cells.device)
+    emissions = torch.bincount((cells * hidden + states).reshape(-1), minlength=num_groups * config.values_per_patch
+                               * config.num_categories * hidden)
+    root = parents.index(-1)
+    transitions = torch.stack([
+        torch.bincount((groups * hidden + states[:, parents[node]]) * hidden + states[:, node],
+                       minlength=num_groups * hidden * hidden).view(num_groups, hidden, hidden)
+        for node in range(config.values_per_patch) if node != root], dim=1)                # [G, D-1, H, H]
+    counts = {"patch_emissions": (emissions.view(num_groups, config.values_per_patch, -1, hidden), 2),
+              "patch_transitions": (transitions, 3),
+              "patch_root": (torch.bincount(groups * hidden + states[:, root], minlength=num_groups * hidden)
+                             .view(num_groups, hidden), 1)}
+    fitted = {}
+    for name, (table, dim) in counts.items():
+        current = circuit.parameter_groups()[name].values
+        table = table.double()
+        observed = table.sum(dim, keepdim=True) > 0
+        fitted[name] = torch.where(observed, normalize(table, dim, pseudocount),
+                                   current.reshape(table.shape).double()).view(current.shape)
+    circuit.set_parameters(fitted)
+    return states.view(x.shape)
+
+
+def _value_cells(circuit: PatchCircuit, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, int]:
+    """After checking the inputs: the sub-circuit of every patch [N·P] (tied: its cluster c; untied: i·k + c for
+    patch i), the cell (sub-circuit, position, value) of every value [N·P, D] as an index into a [G, D, categories]
+    table, and the number G of sub-circuits."""
+    config = circuit.config
+    x = circuit.check_patches(x)
+    z = circuit.check_assignments(z, len(x))
+    if bool((x < 0).any()):
+        raise ValueError("the patches have missing values (negative entries); patch states need complete patches")
+    groups = (z if config.tied else z + torch.arange(config.num_patches, device=z.device) * config.num_clusters)
+    groups = groups.reshape(-1)
+    position = torch.arange(config.values_per_patch, device=x.device)
+    cells = (groups[:, None] * config.values_per_patch + position) * config.num_categories + x.reshape(len(groups), -1)
+    return groups, cells, config.num_clusters * (1 if config.tied else config.num_patches)

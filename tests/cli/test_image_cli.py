@@ -61,7 +61,8 @@ def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_an_unknown_latent_source_is_refused_by_name(capsys):
+@pytest.mark.parametrize("flag, value", [("--latents", "vqvae"), ("--patch-states", "kmeans")])
+def test_an_unknown_choice_is_refused_by_name(flag, value, capsys):
     with pytest.raises(SystemExit) as stopped:
-        main(["image", "train", "--dataset", "digits", "--out", "x", "--latents", "vqvae"])
-    assert stopped.value.code == 2 and "invalid choice: 'vqvae'" in capsys.readouterr().err
+        main(["image", "train", "--dataset", "digits", "--out", "x", flag, value])
+    assert stopped.value.code == 2 and f"invalid choice: '{value}'" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 ``train(data, config)``.
 
 LVD: a masked-autoencoder teacher → patch features with context → K-means per patch (Z [N, P]) → a patch circuit
-whose trees come from the data → Lemma 1 (each p(X_i | Z_i = c) fitted on its cluster's patches, p(Z) on the
-assignments) → the latent-distribution step (p(Z) refitted on every image's cluster log-likelihoods) → mini-batch
+whose trees come from the data → the patch models fitted in closed form on binned hidden states → Lemma 1 (each
+p(X_i | Z_i = c) fitted on its cluster's patches, p(Z) on the assignments) → the latent-distribution step (p(Z) refitted on every image's cluster log-likelihoods) → mini-batch
 EM on x alone. The baselines get the same EM budget, counted in epochs over the training images:
 ``em`` is the same patch circuit from random parameters trained by EM alone, ``hclt`` a pixel-level HCLT of
 comparable size. Every EM stage is checkpointed and resumes exactly.
@@ -30,6 +30,7 @@ from .training import train_teacher
 
 MODELS = ("lvd", "em", "hclt")
 LATENT_SOURCES = ("mae", "pixels")
+PATCH_STATES = ("bins", "random")
 # Named sizes for ``hmmlvd image train --preset``: ``train_size`` training images (None = all), the rest are
 # ImageRecipeConfig fields. Both are tied circuits compared at equal measured time (LVD 3 + 1 + 5 epochs, the
 # baselines 6; bench/RESULTS.md). quick: the 15-minute CPU job on 10k images; full: every image, the default
@@ -69,6 +70,9 @@ class ImageRecipeConfig:
     3.4735 at 0.5). The best start depends on the size: on all 55,000 images a large circuit's distilled start is
     worth keeping (k=64/H=16: 3.3153 at η 0.1 against 3.3354 at 0.3), smaller ones' are not (k=16/H=16: 3.3887 against
     3.3852; k=4/H=16: 3.5436 against 3.5377).
+    ``patch_states`` is where Lemma 1 starts the patch models: ``"bins"`` (default) fits them in closed form with
+    their hidden states observed as per-cluster quantile bins of the pixel values (:func:`pc.fit_patch_states`:
+    distillation one level down, a few seconds), ``"random"`` from random parameters (the paper's Lemma 1).
     K-means keeps the best of ``kmeans_restarts`` runs of ``kmeans_iterations`` Lloyd steps. Five runs, as in the
     paper's public code, cost five times one run's seconds (the least of the stages) and matter where a few
     clusters split the data: at k=4, H=16 on Fashion-MNIST pixels, over three seeds, LVD reached 3.5465 test bpd
@@ -87,6 +91,7 @@ class ImageRecipeConfig:
     teacher_epochs: int | None = None
     kmeans_iterations: int = KMEANS_ITERATIONS
     kmeans_restarts: int = KMEANS_RESTARTS
+    patch_states: str = "bins"
     lvd_epochs: int = 3
     latent_epochs: int = 1
     finetune_epochs: int = 2
@@ -119,6 +124,8 @@ class ImageRecipeConfig:
         if self.latents == "pixels" and (self.teacher is not None or self.teacher_path is not None):
             raise ValueError("latents='pixels' clusters the patch values and uses no teacher; drop the teacher "
                              "settings or use latents='mae'")
+        if self.patch_states not in PATCH_STATES:
+            raise ValueError(f"patch_states must be one of {PATCH_STATES}, got {self.patch_states!r}")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
         if not 0 < self.step_end <= self.step_start <= 1:
@@ -328,11 +335,13 @@ def _teacher(images: Tensor, config: ImageRecipeConfig, patch_size: int) -> Teac
 
 def _train_lvd(model: PatchImageModel, x_train: Tensor, assignments: Tensor, x_valid: Tensor, valid_images: Tensor,
                config: ImageRecipeConfig, fit_options, log) -> tuple[list[float], dict[str, float]]:
-    """Lemma 1, then the latent-distribution step, then EM on x: the valid bpd after every stage, and the
-    seconds of each."""
+    """The patch models' start (``config.patch_states``) and Lemma 1, then the latent-distribution step, then EM
+    on x: the valid bpd after every stage, and the seconds of each."""
     circuit = model.circuit
     seconds, curve = {}, []
     start = time.perf_counter()
+    if config.patch_states == "bins":
+        pc.fit_patch_states(circuit, x_train, assignments, pseudocount=config.pseudocount)
     if config.lvd_epochs:
         pc.fit_lvd(circuit, x_train, assignments, config.schedule(config.lvd_epochs), **fit_options("lvd_fit"))
         curve.append(model_bits_per_dimension(model, valid_images))

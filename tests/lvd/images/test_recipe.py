@@ -106,6 +106,7 @@ def test_the_pixel_hclt_alone_is_sized_like_the_patch_circuit(digits, tmp_path):
     ({"lvd_epochs": 0, "latent_epochs": 0, "finetune_epochs": 0}, "budget"), ({"step_end": 0.9}, "step_end"),
     ({"finetune_step_start": 1.5}, "finetune_step_start"), ({"latents": "vqvae"}, "latents"),
     ({"latents": "pixels", "teacher_path": "mae"}, "no teacher"), ({"em_epochs": 0}, "em_epochs"),
+    ({"patch_states": "kmeans"}, "patch_states"),
 ])
 def test_bad_configs_are_refused(changes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
@@ -130,6 +131,21 @@ def test_pixel_latents_recover_planted_patch_kinds_and_baselines_get_their_own_e
     assert result.assignments.flatten().unique().numel() == 3
     assert len(result.models["em"].valid_curve) == 3 != settings.budget_epochs
     assert len(result.models["lvd"].valid_curve) == settings.budget_epochs
+
+
+def test_binned_patch_states_give_lemma_1_a_better_start_than_random_parameters(tmp_path):
+    # Patches of two kinds (values near 3 or 12, noise ±2): after one Lemma-1 epoch the circuit started from
+    # binned hidden states is closer to the data than the one started from random parameters.
+    generator = torch.Generator().manual_seed(1)
+    kinds = torch.randint(0, 2, (300, 2, 2), generator=generator)
+    values = (3 + 9 * kinds).repeat_interleave(4, 1).repeat_interleave(4, 2)
+    images = (values + torch.randint(-2, 3, (300, 8, 8), generator=generator)).to(torch.uint8)[:, None]
+    starts = {}
+    for states in ("bins", "random"):
+        settings = config(tmp_path, latents="pixels", teacher=None, tied=True, models=("lvd",), num_clusters=2,
+                          hidden_size=4, lvd_epochs=1, latent_epochs=0, finetune_epochs=0, patch_states=states)
+        starts[states] = train(images[:250], images[250:], settings, num_categories=17).models["lvd"].valid_curve[0]
+    assert starts["bins"] < starts["random"] - 0.05
 
 
 def test_finetuning_starts_gentler_on_untied_circuits_than_on_tied_ones(tmp_path):
