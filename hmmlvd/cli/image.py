@@ -130,8 +130,8 @@ def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
     config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
                                teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
-                               kmeans_restarts=args.kmeans_restarts, patch_states=args.patch_states, models=models, seed=args.seed,
-                               device=args.device, cache_dir=args.cache_dir,
+                               kmeans_restarts=args.kmeans_restarts, patch_states=args.patch_states, models=models,
+                               seed=args.seed, device=args.device, cache_dir=args.cache_dir,
                                progress=not args.no_progress, **settings)
     return config, train_size
 

@@ -238,6 +238,13 @@ class PatchCircuit:
                 results.append(values.view_as(chunk))
         return torch.cat(results)
 
+    def sub_circuits(self, assignments: Tensor) -> Tensor:
+        """The sub-circuit of every patch [B, P] given its cluster ``assignments`` [B, P]: the cluster c when tied,
+        else ``i·k + c`` for patch i (the order of the patch parameter tables' first two dimensions)."""
+        if self.config.tied:
+            return assignments
+        return assignments + torch.arange(self.config.num_patches, device=assignments.device) * self.config.num_clusters
+
     # ------------------------------------------------------------------ validation
     def check_patches(self, batch: Tensor) -> Tensor:
         """``batch`` on the circuit's device as a LongTensor, after checking shape [B, P, D] and ids."""
@@ -379,8 +386,7 @@ class PatchCircuit:
         cluster sizes, with each sub-circuit's parameters gathered once per block rather than once per column."""
         config = self.config
         values, hidden = config.values_per_patch, config.hidden_size
-        groups = z.reshape(-1) if config.tied else (z + torch.arange(config.num_patches, device=self.device)
-                                                    * config.num_clusters).reshape(-1)                  # [C]
+        groups = self.sub_circuits(z).reshape(-1)                                                       # [C]
         flat = x.reshape(-1, values)                                                                      # [C, D]
         num_groups = self._stacks() * config.num_clusters
         width = -(-len(flat) // num_groups)

@@ -144,16 +144,15 @@ def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor
 
 
 def _value_cells(circuit: PatchCircuit, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, int]:
-    """After checking the inputs: the sub-circuit of every patch [N·P] (tied: its cluster c; untied: i·k + c for
-    patch i), the cell (sub-circuit, position, value) of every value [N·P, D] as an index into a [G, D, categories]
-    table, and the number G of sub-circuits."""
+    """After checking the inputs: the sub-circuit of every patch [N·P] (:meth:`PatchCircuit.sub_circuits`), the
+    cell (sub-circuit, position, value) of every value [N·P, D] as an index into a [G, D, categories] table, and
+    the number G of sub-circuits."""
     config = circuit.config
     x = circuit.check_patches(x)
     z = circuit.check_assignments(z, len(x))
     if bool((x < 0).any()):
         raise ValueError("the patches have missing values (negative entries); patch states need complete patches")
-    groups = (z if config.tied else z + torch.arange(config.num_patches, device=z.device) * config.num_clusters)
-    groups = groups.reshape(-1)
+    groups = circuit.sub_circuits(z).reshape(-1)
     position = torch.arange(config.values_per_patch, device=x.device)
     cells = (groups[:, None] * config.values_per_patch + position) * config.num_categories + x.reshape(len(groups), -1)
     return groups, cells, config.num_clusters * (1 if config.tied else config.num_patches)
