@@ -238,6 +238,11 @@ class PatchCircuit:
                 results.append(values.view_as(chunk))
         return torch.cat(results)
 
+    @property
+    def num_sub_circuits(self) -> int:
+        """G, the number of patch models: k when tied, P·k otherwise."""
+        return self._stacks() * self.config.num_clusters
+
     def sub_circuits(self, assignments: Tensor) -> Tensor:
         """The sub-circuit of every patch [B, P] given its cluster ``assignments`` [B, P]: the cluster c when tied,
         else ``i·k + c`` for patch i (the order of the patch parameter tables' first two dimensions)."""
@@ -290,7 +295,7 @@ class PatchCircuit:
     def _patch_views(self) -> tuple[Tensor, Tensor, Tensor]:
         """Root [G, H], transitions [G, D-1, H, H] and emission rows [G·D·K, H] of the G = stacks·k sub-circuits."""
         hidden = self.config.hidden_size
-        groups = self._stacks() * self.config.num_clusters
+        groups = self.num_sub_circuits
         return (self._params["patch_root"].view(groups, hidden),
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
@@ -388,7 +393,7 @@ class PatchCircuit:
         values, hidden = config.values_per_patch, config.hidden_size
         groups = self.sub_circuits(z).reshape(-1)                                                       # [C]
         flat = x.reshape(-1, values)                                                                      # [C, D]
-        num_groups = self._stacks() * config.num_clusters
+        num_groups = self.num_sub_circuits
         width = -(-len(flat) // num_groups)
         order = torch.argsort(groups, stable=True)
         sizes = torch.bincount(groups, minlength=num_groups)

@@ -94,14 +94,19 @@ def patch_state_bins(circuit: PatchCircuit, x: Tensor, z: Tensor) -> Tensor:
     position ``j`` of a patch whose sub-circuit is ``g`` gets ``min(H - 1, floor(H · F(v)))``, ``F`` the mid-point
     CDF of the values at ``j`` over all of g's patches. These are H quantile bins of each value, one per
     sub-circuit and position; a value holding much of the mass keeps a single bin, so some states may go unused."""
+    return _quantile_bins(circuit, _value_cells(circuit, x, z)[1]).view(x.shape)
+
+
+def _quantile_bins(circuit: PatchCircuit, cells: Tensor) -> Tensor:
+    """:func:`patch_state_bins` of the value cells [N·P, D] of :func:`_value_cells`."""
     config = circuit.config
-    _, cells, num_groups = _value_cells(circuit, x, z)
-    histogram = torch.bincount(cells.reshape(-1), minlength=num_groups * config.values_per_patch
-                               * config.num_categories).view(num_groups, config.values_per_patch, -1).double()
+    histogram = torch.bincount(cells.reshape(-1), minlength=circuit.num_sub_circuits * config.values_per_patch
+                               * config.num_categories).view(circuit.num_sub_circuits, config.values_per_patch, -1)
+    histogram = histogram.double()
     below = histogram.cumsum(2) - histogram
     midpoint = (below + histogram / 2) / histogram.sum(2, keepdim=True).clamp_min(1.0)
     table = (midpoint * config.hidden_size).floor().long().clamp_(max=config.hidden_size - 1)
-    return table.view(-1)[cells].view(x.shape)
+    return table.view(-1)[cells]
 
 
 def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor | None = None, *,
@@ -113,14 +118,16 @@ def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor
     uses) keep their values, so unused states stay distinct. ``p(Z)`` is untouched: Lemma 1 (:func:`fit_lvd`) then
     fits it and refines these tables with the states marginalised again. Returns the states."""
     config = circuit.config
-    states = patch_state_bins(circuit, x, z) if states is None else states
-    if (not isinstance(states, Tensor) or states.dtype.is_floating_point or states.shape != x.shape
+    groups, cells = _value_cells(circuit, x, z)
+    if states is None:
+        states = _quantile_bins(circuit, cells)
+    elif (not isinstance(states, Tensor) or states.dtype.is_floating_point or states.shape != x.shape
             or int(states.min()) < 0 or int(states.max()) >= config.hidden_size):
         raise ValueError(f"states must be an integer tensor [N, P, D] = {tuple(x.shape)} of hidden states in "
                          f"0..{config.hidden_size - 1}, got {tuple(getattr(states, 'shape', ()))}")
-    groups, cells, num_groups = _value_cells(circuit, x, z)
-    hidden, parents = config.hidden_size, config.value_parents
-    states = states.reshape(cells.shape).to(cells.device)
+    else:
+        states = states.reshape(cells.shape).to(cells.device)
+    num_groups, hidden, parents = circuit.num_sub_circuits, config.hidden_size, config.value_parents
     emissions = torch.bincount((cells * hidden + states).reshape(-1), minlength=num_groups * config.values_per_patch
                                * config.num_categories * hidden)
     root = parents.index(-1)
@@ -132,9 +139,9 @@ def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor
               "patch_transitions": (transitions, 3),
               "patch_root": (torch.bincount(groups * hidden + states[:, root], minlength=num_groups * hidden)
                              .view(num_groups, hidden), 1)}
-    fitted = {}
+    fitted, parameter_groups = {}, circuit.parameter_groups()
     for name, (table, dim) in counts.items():
-        current = circuit.parameter_groups()[name].values
+        current = parameter_groups[name].values
         table = table.double()
         observed = table.sum(dim, keepdim=True) > 0
         fitted[name] = torch.where(observed, normalize(table, dim, pseudocount),
@@ -143,10 +150,9 @@ def fit_patch_states(circuit: PatchCircuit, x: Tensor, z: Tensor, states: Tensor
     return states.view(x.shape)
 
 
-def _value_cells(circuit: PatchCircuit, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, int]:
-    """After checking the inputs: the sub-circuit of every patch [N·P] (:meth:`PatchCircuit.sub_circuits`), the
-    cell (sub-circuit, position, value) of every value [N·P, D] as an index into a [G, D, categories] table, and
-    the number G of sub-circuits."""
+def _value_cells(circuit: PatchCircuit, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """After checking the inputs: the sub-circuit of every patch [N·P] (:meth:`PatchCircuit.sub_circuits`) and the
+    cell (sub-circuit, position, value) of every value [N·P, D], an index into a [G, D, categories] table."""
     config = circuit.config
     x = circuit.check_patches(x)
     z = circuit.check_assignments(z, len(x))
@@ -155,4 +161,4 @@ def _value_cells(circuit: PatchCircuit, x: Tensor, z: Tensor) -> tuple[Tensor, T
     groups = circuit.sub_circuits(z).reshape(-1)
     position = torch.arange(config.values_per_patch, device=x.device)
     cells = (groups[:, None] * config.values_per_patch + position) * config.num_categories + x.reshape(len(groups), -1)
-    return groups, cells, config.num_clusters * (1 if config.tied else config.num_patches)
+    return groups, cells
