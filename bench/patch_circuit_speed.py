@@ -38,7 +38,7 @@ def measure(clusters: int, hidden: int, tied: bool, batch_size: int, repeats: in
     circuit = pc.PatchCircuit(config_for(clusters, hidden, tied), device=device)
     timings = {}
     for name, step in (("em_counts_s", lambda counts: circuit.accumulate_counts(x, counts)),
-                       ("lvd_counts_s", lambda counts: circuit.accumulate_complete_counts(x, z, counts))):
+                       ("lvd_counts_s", lambda counts: pc.accumulate_complete_counts(circuit, x, z, counts))):
         counts = circuit.zero_counts()
         step(counts)                                                          # warm-up
         if device == "cuda":

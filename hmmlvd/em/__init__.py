@@ -4,7 +4,8 @@ from .mstep import (GaussianGroup, ParameterGroup, apply_m_step, entropy_regular
 from .schedules import Constant, LinearAnneal, TwoPhase
 from .checkpoint import Checkpoint, History
 from .trainer import EMModel, epoch_order, fit, mean_log_likelihood
+from .validation import NORMALIZATION_TOLERANCE, check_distributions
 
 __all__ = ["GaussianGroup", "ParameterGroup", "apply_m_step", "entropy_regularized_normalize", "gaussian_m_step",
            "m_step", "normalize", "Constant", "LinearAnneal", "TwoPhase", "Checkpoint", "EMModel", "History",
-           "epoch_order", "fit", "mean_log_likelihood"]
+           "epoch_order", "fit", "mean_log_likelihood", "NORMALIZATION_TOLERANCE", "check_distributions"]

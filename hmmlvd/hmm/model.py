@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..em.mstep import ParameterGroup, apply_m_step
+from ..em.validation import NORMALIZATION_TOLERANCE, check_distributions
 from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
 from . import filtering, inference, sampling
 from .complete_data import complete_data_counts
@@ -240,15 +241,9 @@ class HMM:
         model.check_normalized(source=str(directory))
         return model.to(dtype=dtype) if dtype is not None else model
 
-    def check_normalized(self, tolerance: float = 1e-3, source: str = "this HMM") -> None:
+    def check_normalized(self, tolerance: float = NORMALIZATION_TOLERANCE, source: str = "this HMM") -> None:
         """Raise ValueError unless every distribution is finite, non-negative and sums to 1."""
-        for name, group in self.parameter_groups().items():
-            values = group.values
-            if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
-                raise ValueError(f"{source}: {name} contains negative, NaN or infinite probabilities")
-            error = (values.double().sum(dim=group.dim) - 1).abs().max().item()
-            if error > tolerance:
-                raise ValueError(f"{source}: {name} distributions do not sum to 1 (max error {error:.2e})")
+        check_distributions(self.parameter_groups(), source, tolerance)
 
     def __repr__(self) -> str:
         c = self.config

@@ -16,8 +16,8 @@ from .evidence import Evidence, empirical_marginals, soften
 from .nodes import (CategoricalInputNodes, GaussianInputNodes, InputNodes, Node, ProductNodes, SumNodes,
                     gaussian_inputs, inputs, multiply, outer_edges, summation, topological_order)
 from .patch_circuit import PatchCircuit, PatchCircuitConfig
-from .patch_lvd import (CompleteDataView, LatentDistributionView, fit_latent_distribution, fit_lvd,
-                        fit_patch_states, patch_state_bins)
+from .patch_lvd import (CompleteDataView, LatentDistributionView, accumulate_complete_counts,
+                        complete_log_likelihood, fit_latent_distribution, fit_lvd, fit_patch_states, patch_state_bins)
 from .queries import conditional_marginals, conditional_moments, max_product_assignment, sample
 from .recipe import HCLTRecipe, Regularization, TrainedHCLT, Trial, train_hclt
 
@@ -27,4 +27,5 @@ __all__ = ["CategoricalInputNodes", "Circuit", "Evidence", "ForwardPass", "Gauss
            "empirical_marginals", "gaussian_inputs", "inputs", "materialize", "max_product_assignment", "multiply",
            "outer_edges", "sample", "soften", "structures", "summation", "topological_order", "train_hclt"]
 __all__ += ["CompleteDataView", "LatentDistributionView", "PatchCircuit", "PatchCircuitConfig",
+            "accumulate_complete_counts", "complete_log_likelihood",
             "fit_latent_distribution", "fit_lvd", "fit_patch_states", "patch_state_bins"]

@@ -13,14 +13,13 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..em import ParameterGroup
-from ..io import atomic_write_json, load_tensors, read_json, save_tensors
-from .tree_pass import TreePass, check_tree, downward, plan_tree, sample_categorical, sample_states, upward
+from ..em import NORMALIZATION_TOLERANCE, ParameterGroup, check_distributions
+from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
+from .tree_pass import TreePass, check_tree, downward, plan_tree, upward
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
@@ -80,23 +79,6 @@ def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Gen
     return values / values.sum(dim, keepdim=True)
 
 
-class _AssignedPass(NamedTuple):
-    """The Lemma-1 pass of :meth:`PatchCircuit._assigned_forward`: ``nb`` blocks of ``W`` columns, each block
-    one sub-circuit's (``block_group`` [nb]); ``used`` [nb, W] is 1 where a slot holds a real column."""
-
-    passed: TreePass
-    column_ll: Tensor                         # [C] log p(x_column | its sub-circuit), columns b-major
-    groups: Tensor                            # [C] the sub-circuit of every column
-    column_block: Tensor                      # [C] where every column sits: block ...
-    column_slot: Tensor                       # [C] ... and slot
-    block_group: Tensor
-    rows: Tensor
-    observed: Tensor                          # [nb, D, W]
-    transitions: Tensor                       # [nb, D-1, H, H]
-    root: Tensor                              # [nb, H]
-    used: Tensor
-
-
 class PatchCircuit:
     """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
 
@@ -139,11 +121,11 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
-            for part in self._chunks(len(x), self._grouped_size()):
-                passed, rows, missing = self._patch_forward(x[part])
-                latent = self._latent_forward(self._to_clusters(passed.log_likelihood, len(x[part])))
-                posterior = self._latent_backward(latent, counts)
-                self._patch_backward(passed, rows, missing, self._from_clusters(posterior), counts)
+            for part in self.chunks(len(x), self.grouped_size):
+                passed, rows, missing = self.patch_forward(x[part])
+                latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
+                posterior = self.latent_backward(latent, counts)
+                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts)
                 results.append(latent[0].log_likelihood[0])
         return torch.cat(results)
 
@@ -162,81 +144,24 @@ class PatchCircuit:
         """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
-            for part in self._chunks(len(x), self._grouped_size()):
-                passed, _, _ = self._patch_forward(x[part])
-                results.append(self._to_clusters(passed.log_likelihood, len(x[part])))
+            for part in self.chunks(len(x), self.grouped_size):
+                passed, _, _ = self.patch_forward(x[part])
+                results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
     def latent_log_likelihood(self, cluster_log_likelihoods: Tensor) -> Tensor:
         """``log p(x)`` [B] from the cluster log-likelihoods [B, P, k] (see :meth:`cluster_log_likelihoods`)."""
         ll = self._check_cluster_log_likelihoods(cluster_log_likelihoods)
         with torch.no_grad():
-            return self._latent_forward(ll)[0].log_likelihood[0].clone()
+            return self.latent_forward(ll)[0].log_likelihood[0].clone()
 
     def accumulate_latent_counts(self, cluster_log_likelihoods: Tensor, counts: dict[str, Tensor]) -> Tensor:
         """Expected counts of the latent groups only (the patch circuits held fixed); returns ``log p(x)`` [B]."""
         ll = self._check_cluster_log_likelihoods(cluster_log_likelihoods)
         with torch.no_grad():
-            latent = self._latent_forward(ll)
-            self._latent_backward(latent, counts)
+            latent = self.latent_forward(ll)
+            self.latent_backward(latent, counts)
             return latent[0].log_likelihood[0].clone()
-
-    def complete_log_likelihood(self, batch: Tensor, assignments: Tensor) -> Tensor:
-        """``log p(x, z)`` [B] of patches [B, P, D] with their cluster assignments [B, P] (Lemma 1)."""
-        return self.accumulate_complete_counts(batch, assignments, None)
-
-    def accumulate_complete_counts(self, batch: Tensor, assignments: Tensor,
-                                   counts: dict[str, Tensor] | None) -> Tensor:
-        """The complete-data counts of ``(x, z)``: each patch feeds only its own (i, z_i) sub-circuit and ``p(Z)``
-        sees the assignments. Adds them into ``counts`` (when given); returns ``log p(x, z)`` [B]."""
-        x, z = self.check_patches(batch), self.check_assignments(assignments, len(batch))
-        per_example = self.config.num_patches * self.config.values_per_patch * self.config.hidden_size ** 2
-        results = []
-        with torch.no_grad():
-            for part in self._chunks(len(x), per_example):
-                patches = self._assigned_forward(x[part], z[part])
-                latent = self._observed_latent_forward(z[part])
-                if counts is not None:
-                    self._observed_latent_backward(latent, z[part], counts)
-                    self._assigned_backward(patches, counts)
-                per_patch = patches.column_ll.view(len(x[part]), -1)
-                results.append(latent.log_likelihood[0] + per_patch.sum(1))
-        return torch.cat(results)
-
-    def sample(self, num_samples: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Samples [num_samples, P, D] of patch values."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        shape = (num_samples, self.config.num_patches, self.config.values_per_patch)
-        return self.conditional_sample(torch.full(shape, -1, dtype=torch.long), generator=generator)
-
-    def conditional_sample(self, batch: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """Inpainting: the ``-1`` entries of ``batch`` [B, P, D] drawn exactly from p(missing | observed)."""
-        x, results = self.check_patches(batch), []
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        config = self.config
-        log_emissions = self._params["latent_emissions"].clamp_min(self._tiny).log()          # [P, Ht, k]
-        with torch.no_grad():
-            for part in self._chunks(len(x), self._grouped_size()):
-                chunk = x[part]
-                cluster_ll = self._to_clusters(self._patch_forward(chunk)[0].log_likelihood, len(chunk))
-                latent = self._latent_forward(cluster_ll)
-                hidden = sample_states(self.latent_plan, latent[0], self._params["latent_transitions"],
-                                       self._params["latent_root"], generator)[0]                # [P, B]
-                rows = torch.gather(log_emissions, 1, hidden[..., None].expand(-1, -1, config.num_clusters))
-                z = sample_categorical(rows + cluster_ll.transpose(0, 1), generator).T               # [B, P]
-                patches = self._assigned_forward(chunk, z)
-                states = sample_states(self.value_plan, patches.passed, patches.transitions, patches.root,
-                                       generator)                                                # [nb, D, W]
-                states = states[patches.column_block, :, patches.column_slot]                      # [C, D]
-                values = chunk.reshape(-1, config.values_per_patch).clone()
-                column, variable = (values < 0).nonzero(as_tuple=True)
-                table = self._params["patch_emissions"].view(-1, config.num_categories, config.hidden_size)
-                logits = table[patches.groups[column] * config.values_per_patch + variable, :,
-                               states[column, variable]]
-                values[column, variable] = sample_categorical(logits.clamp_min(self._tiny).log(), generator)
-                results.append(values.view_as(chunk))
-        return torch.cat(results)
 
     @property
     def num_sub_circuits(self) -> int:
@@ -281,18 +206,20 @@ class PatchCircuit:
         return values.to(self.device, self.dtype)
 
     # ------------------------------------------------------------------ passes
-    def _chunks(self, count: int, per_example: int) -> list[slice]:
+    def chunks(self, count: int, per_example: int) -> list[slice]:
         step = max(1, self.chunk_elements // max(per_example, 1))
         return [slice(start, start + step) for start in range(0, count, step)]
 
-    def _grouped_size(self) -> int:
+    @property
+    def grouped_size(self) -> int:
+        """Buffer elements per example of a pass over every sub-circuit (what :meth:`chunks` divides by)."""
         config = self.config
         return config.num_patches * config.num_clusters * config.values_per_patch * config.hidden_size
 
     def _stacks(self) -> int:
         return 1 if self.config.tied else self.config.num_patches
 
-    def _patch_views(self) -> tuple[Tensor, Tensor, Tensor]:
+    def patch_tables(self) -> tuple[Tensor, Tensor, Tensor]:
         """Root [G, H], transitions [G, D-1, H, H] and emission rows [G·D·K, H] of the G = stacks·k sub-circuits."""
         hidden = self.config.hidden_size
         groups = self.num_sub_circuits
@@ -300,7 +227,7 @@ class PatchCircuit:
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
 
-    def _log_emissions(self, rows: Tensor) -> Tensor:
+    def log_emission_rows(self, rows: Tensor) -> Tensor:
         """``log`` of the emission rows ``rows`` (indices into :meth:`_patch_views`' [G·D·K, H] table), a new
         [len(rows), H] tensor. The log of the whole table is kept between calls while it is no larger than four
         chunk buffers (it is taken again when the emissions are replaced or changed in place); a larger table has
@@ -314,21 +241,21 @@ class PatchCircuit:
             cached = self._log_table = (emissions, emissions._version, table.clamp_min(self._tiny).log())
         return cached[2].index_select(0, rows)
 
-    def _to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
+    def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
         patches, clusters = self.config.num_patches, self.config.num_clusters
         if self.config.tied:
             return per_group.view(clusters, patches, batch_size).permute(2, 1, 0)
         return per_group.view(patches, clusters, batch_size).permute(2, 0, 1)
 
-    def _from_clusters(self, values: Tensor) -> Tensor:
+    def from_clusters(self, values: Tensor) -> Tensor:
         """[B, P, k] -> [G, M] (the inverse of :meth:`_to_clusters`)."""
         batch_size, patches, clusters = values.shape
         if self.config.tied:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
-    def _patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
+    def patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
         """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples.
         Returns the pass, the emission rows of the leaves and the mask of missing values (None when none is)."""
         config, stacks = self.config, self._stacks()
@@ -338,20 +265,20 @@ class PatchCircuit:
         else:
             columns = x.permute(1, 2, 0).reshape(stacks, 1, values, -1)                   # [P, 1, D, B]
         width = columns.shape[-1]
-        root, transitions, _ = self._patch_views()
+        root, transitions, _ = self.patch_tables()
         base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = self._log_emissions(rows).view(stacks, clusters, values, width, hidden)
+        leaf = self.log_emission_rows(rows).view(stacks, clusters, values, width, hidden)
         if missing is not None:
             leaf.masked_fill_(missing[..., None], 0.0)
         passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
         return passed, rows, missing
 
-    def _patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
+    def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
                         counts: dict[str, Tensor]) -> None:
-        root, transitions, _ = self._patch_views()
+        root, transitions, _ = self.patch_tables()
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
                          root_counts=counts["patch_root"].view(root.shape))
@@ -361,7 +288,7 @@ class PatchCircuit:
             flows.masked_fill_(missing[..., None], 0.0)
         counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
 
-    def _latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
+    def latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
         """The HCLT over the latents, its leaf for Z_i being the mixture over clusters of the patch likelihoods."""
         emissions = self._params["latent_emissions"]                                         # [P, Ht, k]
         per_patch = cluster_ll.transpose(0, 1)                                               # [P, B, k]
@@ -372,7 +299,7 @@ class PatchCircuit:
                         self._params["latent_root"])
         return passed, probs, sums
 
-    def _latent_backward(self, latent: tuple[TreePass, Tensor, Tensor], counts: dict[str, Tensor]) -> Tensor:
+    def latent_backward(self, latent: tuple[TreePass, Tensor, Tensor], counts: dict[str, Tensor]) -> Tensor:
         """Adds the latent counts; returns the posterior p(z_i = c | x) as [B, P, k]."""
         passed, probs, sums = latent
         emissions = self._params["latent_emissions"]
@@ -383,101 +310,42 @@ class PatchCircuit:
         counts["latent_emissions"] += emissions * torch.matmul(ratio.transpose(1, 2), probs)
         return (probs * torch.matmul(ratio, emissions)).transpose(0, 1)
 
-    def _assigned_forward(self, x: Tensor, z: Tensor) -> _AssignedPass:
-        """Each column (example, patch), b-major, through its own assigned sub-circuit only.
-
-        Columns are sorted by sub-circuit and cut into blocks of at most ``ceil(C / G)`` columns, each block
-        belonging to one sub-circuit, so the pass is one batched tree pass over at most 2·G blocks whatever the
-        cluster sizes, with each sub-circuit's parameters gathered once per block rather than once per column."""
-        config = self.config
-        values, hidden = config.values_per_patch, config.hidden_size
-        groups = self.sub_circuits(z).reshape(-1)                                                       # [C]
-        flat = x.reshape(-1, values)                                                                      # [C, D]
-        num_groups = self.num_sub_circuits
-        width = -(-len(flat) // num_groups)
-        order = torch.argsort(groups, stable=True)
-        sizes = torch.bincount(groups, minlength=num_groups)
-        blocks_per_group = -(-sizes // width)
-        block_group = torch.repeat_interleave(torch.arange(num_groups, device=self.device), blocks_per_group)
-        sorted_groups = groups[order]
-        rank = torch.arange(len(flat), device=self.device) - (torch.cumsum(sizes, 0) - sizes)[sorted_groups]
-        block = (torch.cumsum(blocks_per_group, 0) - blocks_per_group)[sorted_groups] + rank // width
-        slot = rank % width
-        columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=self.device)
-        columns[block, slot] = flat[order]
-        columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
-        root, transitions, _ = self._patch_views()
-        base = (block_group[:, None] * values + torch.arange(values, device=self.device))[..., None]      # [nb, D, 1]
-        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
-        observed = columns >= 0
-        leaf = self._log_emissions(rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 0.0)
-        transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
-        passed = upward(self.value_plan, leaf, transitions, root)
-        column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
-        column_block[order], column_slot[order] = block, slot
-        used = torch.zeros(len(block_group), width, dtype=passed.log_likelihood.dtype, device=self.device)
-        used[block, slot] = 1.0
-        return _AssignedPass(passed, passed.log_likelihood[column_block, column_slot], groups, column_block,
-                             column_slot, block_group, rows, observed, transitions, root, used)
-
-    def _assigned_backward(self, patches: _AssignedPass, counts: dict[str, Tensor]) -> None:
-        transition_counts, root_counts = torch.zeros_like(patches.transitions), torch.zeros_like(patches.root)
-        flows = downward(self.value_plan, patches.passed, patches.transitions, patches.root, patches.used,
-                         transition_counts=transition_counts, root_counts=root_counts)
-        own_root, own_transitions, _ = self._patch_views()
-        counts["patch_transitions"].view(own_transitions.shape).index_add_(0, patches.block_group, transition_counts)
-        counts["patch_root"].view(own_root.shape).index_add_(0, patches.block_group, root_counts)
-        flows = flows.masked_fill_(~patches.observed[..., None], 0.0)
-        counts["patch_emissions"].view(-1, self.config.hidden_size).index_add_(0, patches.rows,
-                                                                               flows.view(-1, self.config.hidden_size))
-
-    def _observed_latent_forward(self, z: Tensor) -> TreePass:
-        """The HCLT over the latents with every Z_i observed."""
-        log_emissions = self._params["latent_emissions"].clamp_min(self._tiny).log().transpose(1, 2)   # [P, k, Ht]
-        per_patch = z.T[..., None].expand(-1, -1, self.config.latent_hidden_size)                    # [P, B, Ht]
-        leaf = torch.gather(log_emissions, 1, per_patch)
-        return upward(self.latent_plan, leaf[None].contiguous(), self._params["latent_transitions"],
-                      self._params["latent_root"])
-
-    def _observed_latent_backward(self, passed: TreePass, z: Tensor, counts: dict[str, Tensor]) -> None:
-        flows = downward(self.latent_plan, passed, self._params["latent_transitions"], self._params["latent_root"],
-                         torch.ones_like(passed.log_likelihood), transition_counts=counts["latent_transitions"],
-                         root_counts=counts["latent_root"])[0]                                   # [P, B, Ht]
-        index = z.T[:, None, :].expand(-1, self.config.latent_hidden_size, -1)                    # [P, Ht, B]
-        counts["latent_emissions"].scatter_add_(2, index, flows.transpose(1, 2))
-
     # ------------------------------------------------------------------ size and storage
     @property
     def num_parameters(self) -> int:
         return sum(values.numel() for values in self._params.values())
 
+    @property
+    def parameters(self) -> dict[str, Tensor]:
+        """The parameter tables by group name (shapes in :meth:`PatchCircuitConfig.parameter_shapes`); read only."""
+        return dict(self._params)
+
+    def check_normalized(self, tolerance: float = NORMALIZATION_TOLERANCE, source: str = "this patch circuit") -> None:
+        """Refuse non-finite or negative parameters and distributions whose sum is off 1 by more than ``tolerance``."""
+        check_distributions(self.parameter_groups(), source, tolerance)
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``."""
         directory = Path(directory)
-        save_tensors(directory / "model.safetensors", self._params, {"model_type": MODEL_TYPE})
-        atomic_write_json(directory / "config.json",
-                          {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **asdict(self.config)})
+        save_tensors(directory / WEIGHTS_FILE, self._params, {"model_type": MODEL_TYPE})
+        write_config(directory, MODEL_TYPE, FORMAT_VERSION, asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24) -> "PatchCircuit":
-        """Load a circuit written by :meth:`save_pretrained`."""
+        """Load a circuit written by :meth:`save_pretrained`, refusing files whose numbers are not distributions."""
         directory = Path(directory)
-        stored = read_json(directory / "config.json")
-        if not isinstance(stored, dict) or stored.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{directory}/config.json is not a saved patch circuit (model_type {MODEL_TYPE!r})")
-        if stored.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory} holds patch-circuit format {stored.get('format_version')!r}; this version "
-                             f"of hmmlvd reads format {FORMAT_VERSION}")
+        stored = read_config(directory, MODEL_TYPE, FORMAT_VERSION)
         fields = {key: value for key, value in stored.items() if key not in ("model_type", "format_version")}
         try:
             config = PatchCircuitConfig(**fields)
         except TypeError as error:
-            raise ValueError(f"{directory}/config.json has unexpected fields: {error}") from None
+            raise ValueError(f"{directory / CONFIG_FILE} has unexpected fields: {error}") from None
         circuit = cls(config, device=device, dtype=dtype, chunk_elements=chunk_elements)
-        tensors, _ = load_tensors(directory / "model.safetensors")
+        tensors, _ = load_tensors(directory / WEIGHTS_FILE)
         if set(tensors) != set(circuit._params):
-            raise ValueError(f"{directory}/model.safetensors holds {sorted(tensors)}, "
-                             f"expected {sorted(circuit._params)}")
+            raise ValueError(f"{directory / WEIGHTS_FILE} holds {sorted(tensors)}, expected {sorted(circuit._params)}")
+        check_distributions({name: ParameterGroup(tensors[name], circuit._dims[name]) for name in tensors},
+                            str(directory / WEIGHTS_FILE), NORMALIZATION_TOLERANCE)
         circuit.set_parameters(tensors)
         return circuit

@@ -9,13 +9,127 @@ observed as a quantile bin of its value, and the patch models fitted to those in
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from ..em import History, ParameterGroup, fit, normalize
 from .patch_circuit import PatchCircuit
+from .tree_pass import TreePass, downward, upward
 
 LATENT_GROUPS = ("latent_root", "latent_transitions", "latent_emissions")
+
+
+class AssignedPass(NamedTuple):
+    """Every patch through its own assigned sub-circuit (:func:`assigned_forward`): ``nb`` blocks of ``W`` columns,
+    each block one sub-circuit's (``block_group`` [nb]); ``used`` [nb, W] is 1 where a slot holds a real column."""
+
+    passed: TreePass
+    column_ll: Tensor                         # [C] log p(x_column | its sub-circuit), columns b-major
+    groups: Tensor                            # [C] the sub-circuit of every column
+    column_block: Tensor                      # [C] where every column sits: block ...
+    column_slot: Tensor                       # [C] ... and slot
+    block_group: Tensor
+    rows: Tensor
+    observed: Tensor                          # [nb, D, W]
+    transitions: Tensor                       # [nb, D-1, H, H]
+    root: Tensor                              # [nb, H]
+    used: Tensor
+
+
+def complete_log_likelihood(circuit: PatchCircuit, batch: Tensor, assignments: Tensor) -> Tensor:
+    """``log p(x, z)`` [B] of patches [B, P, D] with their cluster assignments [B, P] (Lemma 1)."""
+    return accumulate_complete_counts(circuit, batch, assignments, None)
+
+
+def accumulate_complete_counts(circuit: PatchCircuit, batch: Tensor, assignments: Tensor,
+                               counts: dict[str, Tensor] | None) -> Tensor:
+    """The complete-data counts of ``(x, z)``: each patch feeds only its own (i, z_i) sub-circuit and ``p(Z)``
+    sees the assignments. Adds them into ``counts`` (when given); returns ``log p(x, z)`` [B]."""
+    config = circuit.config
+    x, z = circuit.check_patches(batch), circuit.check_assignments(assignments, len(batch))
+    per_example = config.num_patches * config.values_per_patch * config.hidden_size ** 2
+    results = []
+    with torch.no_grad():
+        for part in circuit.chunks(len(x), per_example):
+            patches = assigned_forward(circuit, x[part], z[part])
+            latent = _observed_latent_forward(circuit, z[part])
+            if counts is not None:
+                _observed_latent_backward(circuit, latent, z[part], counts)
+                _assigned_backward(circuit, patches, counts)
+            per_patch = patches.column_ll.view(len(x[part]), -1)
+            results.append(latent.log_likelihood[0] + per_patch.sum(1))
+    return torch.cat(results)
+
+
+def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPass:
+    """Each column (example, patch) of ``x`` [B, P, D], b-major, through its own sub-circuit (``z`` [B, P]) only.
+
+    Columns are sorted by sub-circuit and cut into blocks of at most ``ceil(C / G)`` columns, each block
+    belonging to one sub-circuit, so the pass is one batched tree pass over at most 2·G blocks whatever the
+    cluster sizes, with each sub-circuit's parameters gathered once per block rather than once per column."""
+    config, device = circuit.config, circuit.device
+    values, hidden = config.values_per_patch, config.hidden_size
+    groups = circuit.sub_circuits(z).reshape(-1)                                                    # [C]
+    flat = x.reshape(-1, values)                                                                      # [C, D]
+    num_groups = circuit.num_sub_circuits
+    width = -(-len(flat) // num_groups)
+    order = torch.argsort(groups, stable=True)
+    sizes = torch.bincount(groups, minlength=num_groups)
+    blocks_per_group = -(-sizes // width)
+    block_group = torch.repeat_interleave(torch.arange(num_groups, device=device), blocks_per_group)
+    sorted_groups = groups[order]
+    rank = torch.arange(len(flat), device=device) - (torch.cumsum(sizes, 0) - sizes)[sorted_groups]
+    block = (torch.cumsum(blocks_per_group, 0) - blocks_per_group)[sorted_groups] + rank // width
+    slot = rank % width
+    columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=device)
+    columns[block, slot] = flat[order]
+    columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
+    root, transitions, _ = circuit.patch_tables()
+    base = (block_group[:, None] * values + torch.arange(values, device=device))[..., None]           # [nb, D, 1]
+    rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
+    observed = columns >= 0
+    leaf = circuit.log_emission_rows(rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 0.0)
+    transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
+    passed = upward(circuit.value_plan, leaf, transitions, root)
+    column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
+    column_block[order], column_slot[order] = block, slot
+    used = torch.zeros(len(block_group), width, dtype=passed.log_likelihood.dtype, device=device)
+    used[block, slot] = 1.0
+    return AssignedPass(passed, passed.log_likelihood[column_block, column_slot], groups, column_block,
+                        column_slot, block_group, rows, observed, transitions, root, used)
+
+
+def _assigned_backward(circuit: PatchCircuit, patches: AssignedPass, counts: dict[str, Tensor]) -> None:
+    transition_counts, root_counts = torch.zeros_like(patches.transitions), torch.zeros_like(patches.root)
+    flows = downward(circuit.value_plan, patches.passed, patches.transitions, patches.root, patches.used,
+                     transition_counts=transition_counts, root_counts=root_counts)
+    own_root, own_transitions, _ = circuit.patch_tables()
+    hidden = circuit.config.hidden_size
+    counts["patch_transitions"].view(own_transitions.shape).index_add_(0, patches.block_group, transition_counts)
+    counts["patch_root"].view(own_root.shape).index_add_(0, patches.block_group, root_counts)
+    flows = flows.masked_fill_(~patches.observed[..., None], 0.0)
+    counts["patch_emissions"].view(-1, hidden).index_add_(0, patches.rows, flows.view(-1, hidden))
+
+
+def _observed_latent_forward(circuit: PatchCircuit, z: Tensor) -> TreePass:
+    """The HCLT over the latents with every Z_i observed."""
+    tables = circuit.parameters
+    tiny = torch.finfo(circuit.dtype).tiny
+    log_emissions = tables["latent_emissions"].clamp_min(tiny).log().transpose(1, 2)                   # [P, k, Ht]
+    per_patch = z.T[..., None].expand(-1, -1, circuit.config.latent_hidden_size)                      # [P, B, Ht]
+    leaf = torch.gather(log_emissions, 1, per_patch)
+    return upward(circuit.latent_plan, leaf[None].contiguous(), tables["latent_transitions"], tables["latent_root"])
+
+
+def _observed_latent_backward(circuit: PatchCircuit, passed: TreePass, z: Tensor, counts: dict[str, Tensor]) -> None:
+    tables = circuit.parameters
+    flows = downward(circuit.latent_plan, passed, tables["latent_transitions"], tables["latent_root"],
+                     torch.ones_like(passed.log_likelihood), transition_counts=counts["latent_transitions"],
+                     root_counts=counts["latent_root"])[0]                                    # [P, B, Ht]
+    index = z.T[:, None, :].expand(-1, circuit.config.latent_hidden_size, -1)                 # [P, Ht, B]
+    counts["latent_emissions"].scatter_add_(2, index, flows.transpose(1, 2))
 
 
 class CompleteDataView:
@@ -34,10 +148,10 @@ class CompleteDataView:
         return self.circuit.zero_counts()
 
     def accumulate_counts(self, batch: Tensor, counts: dict[str, Tensor]) -> Tensor:
-        return self.circuit.accumulate_complete_counts(batch[..., :-1], batch[..., -1], counts)
+        return accumulate_complete_counts(self.circuit, batch[..., :-1], batch[..., -1], counts)
 
     def log_likelihood(self, batch: Tensor) -> Tensor:
-        return self.circuit.complete_log_likelihood(batch[..., :-1], batch[..., -1])
+        return complete_log_likelihood(self.circuit, batch[..., :-1], batch[..., -1])
 
 
 class LatentDistributionView:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import patch_queries
 from .circuit import Circuit
 from .evidence import Evidence
 from .input_layers import CategoricalInputGroup, GaussianInputGroup, choose
 from .layers import ProductLayer, SumGroup, SumLayer, gather_rows
+from .patch_circuit import PatchCircuit
 from .semirings import MaxProduct, evaluate
 
 
@@ -128,11 +130,13 @@ def _choose_children(group: SumGroup, values: Tensor, active: Tensor, generator:
     active[child_rows[is_active], columns[is_active]] = True
 
 
-def sample(circuit: Circuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
+def sample(circuit: Circuit | PatchCircuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
            generator: torch.Generator | None = None) -> Tensor:
     """Samples ``[N, num_variables]``: unconditional (``num_samples``) or given ``evidence``
     (``-1``/NaN entries are drawn from ``p(missing | observed)``, observed entries are kept).
-    Circuits with Gaussian inputs give float samples."""
+    Circuits with Gaussian inputs give float samples; a :class:`PatchCircuit` takes and gives patches [N, P, D]."""
+    if isinstance(circuit, PatchCircuit):
+        return patch_queries.sample(circuit, num_samples, evidence=evidence, generator=generator)
     if (num_samples is None) == (evidence is None):
         raise ValueError("pass exactly one of num_samples (unconditional) or evidence= (conditional)")
     if evidence is None:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ...data.patches import PatchGrid, patchify, unpatchify
 from ...io import atomic_write_json, read_json
+from ... import pc
 from ...pc import PatchCircuit
 
 IMAGE_FILE = "image.json"
@@ -62,13 +63,13 @@ class PatchImageModel:
 
     def sample(self, num_samples: int, seed: int = 0) -> Tensor:
         """Unconditional samples, uint8 [num_samples, C, H, W]."""
-        patches = self.circuit.sample(num_samples, generator=torch.Generator().manual_seed(seed))
+        patches = pc.sample(self.circuit, num_samples, generator=torch.Generator().manual_seed(seed))
         return unpatchify(patches.cpu(), self.image_shape).to(torch.uint8)
 
     def inpaint(self, images: Tensor, missing: Tensor, seed: int = 0) -> Tensor:
         """Exact conditional samples of the ``missing`` pixels (bool, broadcastable to ``images``) given the rest."""
         patches = self.patches(images, missing).to(self.circuit.device)
-        filled = self.circuit.conditional_sample(patches, generator=torch.Generator().manual_seed(seed))
+        filled = pc.sample(self.circuit, evidence=patches, generator=torch.Generator().manual_seed(seed))
         return unpatchify(filled.cpu(), self.image_shape).to(torch.uint8)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
