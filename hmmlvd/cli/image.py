@@ -5,15 +5,13 @@ import argparse
 from pathlib import Path
 
 from ..data import IMAGE_DATASETS, load_images, train_valid_split
-from ..io import atomic_write_json, read_json
+from ..io import read_json
+from ..loading import load
+from ..lvd.images.config import LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig
 from ..lvd.images.features import CONTEXTS
 from ..lvd.images.model import PatchImageModel
 from ..lvd.images.pictures import MASKS, sample_grid
-from ..lvd.images.recipe import (LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig, model_bits_per_dimension,
-                                 train)
-from ..pc import Circuit
-
-RESULTS_FILE = "results.json"
+from ..lvd.images.recipe import RESULTS_FILE, model_bits_per_dimension, train
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -115,44 +113,39 @@ def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
         raise ValueError(f"--{flag} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
 
-def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
-    """The recipe configuration and the training-set size from the preset and the options given."""
-    settings = dict(PRESETS[args.preset])
-    for name in settings:
+def recipe_config(args) -> ImageRecipeConfig:
+    """The recipe configuration: the preset with the options given explicitly on top."""
+    overrides = {}
+    for name in PRESETS[args.preset]:
         value = getattr(args, name, None)
         if value is not None:
             if not isinstance(value, bool):
                 _positive(name, value, allow_zero=name in ("train_size", "teacher_images", "lvd_epochs",
                                                            "latent_epochs", "finetune_epochs"))
-            settings[name] = value or None if name in ("train_size", "teacher_images") else value
+            overrides[name] = value or None if name in ("train_size", "teacher_images") else value
     _positive("kmeans_restarts", args.kmeans_restarts)
-    train_size = settings.pop("train_size")
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
-    config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
-                               teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
-                               kmeans_restarts=args.kmeans_restarts, patch_states=args.patch_states, models=models,
-                               seed=args.seed, device=args.device, cache_dir=args.cache_dir,
-                               progress=not args.no_progress, **settings)
-    return config, train_size
+    return ImageRecipeConfig.preset(
+        args.preset, patch_size=args.patch_size, context=args.context, latents=args.latents, teacher_path=args.teacher,
+        batch_size=args.batch_size, pseudocount=args.pseudocount, kmeans_restarts=args.kmeans_restarts,
+        patch_states=args.patch_states, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        progress=not args.no_progress, **overrides)
 
 
 def run_train(args) -> int:
-    config, train_size = recipe_config(args)
+    config = recipe_config(args)
     _positive("valid_size", args.valid_size)
     train_set, valid_set = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
     test_set = load_images(args.dataset, args.data_dir, "test")
-    train_images = train_set.images[:train_size] if train_size else train_set.images
-    print(f"{args.dataset}: {len(train_images)} training, {len(valid_set)} valid, {len(test_set)} test images "
-          f"{tuple(train_images.shape[1:])}", flush=True)
-    result = train(train_images, valid_set.images, config, test_images=test_set.images,
+    used = min(config.train_size or len(train_set), len(train_set))
+    print(f"{args.dataset}: {used} training, {len(valid_set)} valid, {len(test_set)} test images "
+          f"{tuple(train_set.images.shape[1:])}", flush=True)
+    description = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
+                   "num_categories": train_set.num_categories, "train_images": used,
+                   "config": {k: v for k, v in vars(config).items() if k != "teacher"}}
+    result = train(train_set.images, valid_set.images, config, test_images=test_set.images,
                    num_categories=train_set.num_categories, directory=args.out, resume=args.resume,
-                   log=lambda line: print(line, flush=True))
-    for name, trained in result.models.items():
-        trained.model.save_pretrained(args.out / name)
-    report = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
-              "num_categories": train_set.num_categories, "train_images": len(train_images),
-              "config": {k: v for k, v in vars(config).items() if k != "teacher"}, **result.as_dict()}
-    atomic_write_json(args.out / RESULTS_FILE, report)
+                   log=lambda line: print(line, flush=True), description=description)
     print(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
     for trained in result.models.values():
         print(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
@@ -178,8 +171,7 @@ def run_eval(args) -> int:
     _positive("max_images", args.max_images)
     images = _split_images(report, args.split, args.data_dir)[:args.max_images]
     for row in report["models"]:
-        folder = args.model / row["model"]
-        model = Circuit.from_pretrained(folder) if row["model"] == "hclt" else PatchImageModel.from_pretrained(folder)
+        model = load(args.model / row["model"])
         print(f"{row['model']:>6} {args.split} bpd {model_bits_per_dimension(model, images):.4f} "
               f"({len(images)} images)")
     return 0
@@ -189,7 +181,9 @@ def run_sample(args) -> int:
     report = _trained_run(args.model)
     _positive("num_samples", args.num_samples)
     _positive("num_images", args.num_images)
-    model = PatchImageModel.from_pretrained(args.model / args.model_name)
+    model = load(args.model / args.model_name)
+    if not isinstance(model, PatchImageModel):
+        raise ValueError(f"{args.model / args.model_name} holds a {type(model).__name__}, not a patch image model")
     images = _split_images(report, "test", args.data_dir)[:args.num_images]
     path = sample_grid(model, images, args.out, num_samples=args.num_samples, mask=args.mask, seed=args.seed)
     print(f"wrote {path}")
