@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..data import IMAGE_DATASETS, load_images, train_valid_split
+from ..distributed import process_group_from_env, rank_and_world_size
 from ..io import read_json
 from ..loading import load
 from ..lvd.images.config import LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig
@@ -133,22 +134,33 @@ def recipe_config(args) -> ImageRecipeConfig:
 
 
 def run_train(args) -> int:
+    """Train alone, or under ``torchrun`` (one process per device; rank 0 prints and writes)."""
+    with process_group_from_env():
+        return _run_train(args)
+
+
+def _say(line: str = "") -> None:
+    if rank_and_world_size()[0] == 0:
+        print(line, flush=True)
+
+
+def _run_train(args) -> int:
     config = recipe_config(args)
     _positive("valid_size", args.valid_size)
     train_set, valid_set = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
     test_set = load_images(args.dataset, args.data_dir, "test")
     used = min(config.train_size or len(train_set), len(train_set))
-    print(f"{args.dataset}: {used} training, {len(valid_set)} valid, {len(test_set)} test images "
-          f"{tuple(train_set.images.shape[1:])}", flush=True)
+    _say(f"{args.dataset}: {used} training, {len(valid_set)} valid, {len(test_set)} test images "
+          f"{tuple(train_set.images.shape[1:])}")
     description = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
                    "num_categories": train_set.num_categories, "train_images": used,
                    "config": {k: v for k, v in vars(config).items() if k != "teacher"}}
     result = train(train_set.images, valid_set.images, config, test_images=test_set.images,
                    num_categories=train_set.num_categories, directory=args.out, resume=args.resume,
-                   log=lambda line: print(line, flush=True), description=description)
-    print(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
+                   log=_say, description=description)
+    _say(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
     for trained in result.models.values():
-        print(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
+        _say(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
     return 0
 
 

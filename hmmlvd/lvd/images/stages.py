@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ... import em, pc
-from ...distributed import rank_and_world_size
+from ...distributed import concat_shards, rank_and_world_size, shard
 from ...io import atomic_write_json, read_json
 from .config import ImageRecipeConfig
 from .model import PatchImageModel
@@ -46,9 +46,11 @@ def bits_per_dimension(log_likelihood: float, num_dimensions: int) -> float:
 
 
 def model_bits_per_dimension(model: PatchImageModel | pc.Circuit, images: Tensor) -> float:
-    """Mean bits per dimension of uint8 ``images`` [N, C, H, W] under a patch-image model or a pixel circuit."""
+    """Mean bits per dimension of uint8 ``images`` [N, C, H, W] under a patch-image model or a pixel circuit
+    (sharded across the processes of a ``torch.distributed`` run)."""
     if isinstance(model, PatchImageModel):
-        return model.bits_per_dimension(images)
+        log_likelihoods = concat_shards(model.log_likelihood(shard(images)), len(images))          # [N] float64
+        return bits_per_dimension(log_likelihoods.mean().item(), model.num_dimensions)
     pixels = images.flatten(1).long()
     return bits_per_dimension(em.mean_log_likelihood(model, pixels, 1024, model.device), pixels.shape[1])
 
