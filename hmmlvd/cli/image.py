@@ -29,8 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _add_train(commands) -> None:
     parser = commands.add_parser(
         "train", help="LVD patch circuit (and, with --compare-em, both baselines) on an image dataset",
-        description="Train the masked-autoencoder teacher (cached), assign patch latents by K-means on patch "
-                    "features with context, fit the patch circuit by Lemma 1, then fine-tune it by mini-batch EM; "
+        description="Assign patch latents by K-means on the teacher's patch features (the patch values, or a "
+                    "masked autoencoder's features with context, trained and cached), fit the patch circuit by "
+                    "Lemma 1, then fine-tune it by mini-batch EM; "
                     "print test bits per dimension. Preset values apply unless an option is given explicitly.")
     parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist",
                         help="image dataset (default fashion-mnist)")
@@ -50,10 +51,10 @@ def _add_train(commands) -> None:
     parser.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
                         help="one set of k patch circuits shared by every patch (both presets: tied)")
     parser.add_argument("--context", choices=CONTEXTS, default="mst", help="patches visible when featurising")
-    parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
-                        help="what K-means clusters into the patch latents: mae (the teacher's patch features, "
-                             "the paper; default) or pixels (the patch values, no teacher: the better start on "
-                             "Fashion-MNIST, see bench/RESULTS.md)")
+    parser.add_argument("--latents", choices=LATENT_SOURCES,
+                        help="what K-means clusters into the patch latents: pixels (the patch values; the default, "
+                             "as they won on valid, see bench/RESULTS.md) or mae (a ViT-MAE's patch features with "
+                             "context, the paper's recipe; the default when --teacher is given)")
     parser.add_argument("--teacher", help="a saved ViT-MAE folder to use instead of training one")
     parser.add_argument("--teacher-images", type=int, help="train the teacher on N training images (0 = all)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default 6)")
@@ -127,7 +128,8 @@ def recipe_config(args) -> ImageRecipeConfig:
     _positive("kmeans_restarts", args.kmeans_restarts)
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
     return ImageRecipeConfig.preset(
-        args.preset, patch_size=args.patch_size, context=args.context, latents=args.latents, teacher_path=args.teacher,
+        args.preset, patch_size=args.patch_size, context=args.context, teacher_path=args.teacher,
+        latents=args.latents or ("mae" if args.teacher else ImageRecipeConfig.latents),
         batch_size=args.batch_size, pseudocount=args.pseudocount, kmeans_restarts=args.kmeans_restarts,
         patch_states=args.patch_states, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         progress=not args.no_progress, **overrides)

@@ -9,7 +9,7 @@ from hmmlvd.cli import main
 
 TINY = ["--dataset", "digits", "--preset", "quick", "--train-size", "200", "--valid-size", "100",
         "--clusters", "3", "--hidden-size", "2", "--teacher-epochs", "1", "--lvd-epochs", "1", "--latent-epochs", "1",
-        "--finetune-epochs", "1", "--batch-size", "64", "--no-progress"]
+        "--finetune-epochs", "1", "--batch-size", "64", "--latents", "mae", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ def digits():
 
 
 def config(tmp_path, **changes) -> ImageRecipeConfig:
-    values = dict(num_clusters=3, hidden_size=2, patch_size=4, teacher=tiny_config(patch_size=4, epochs=1),
+    values = dict(num_clusters=3, hidden_size=2, patch_size=4, latents="mae", teacher=tiny_config(patch_size=4, epochs=1),
                   models=("lvd", "em", "hclt"), lvd_epochs=1, latent_epochs=1, finetune_epochs=2, batch_size=64,
                   kmeans_iterations=5, progress=False, cache_dir=str(tmp_path / "teachers"))
     values.update(changes)
