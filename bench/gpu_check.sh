@@ -46,7 +46,7 @@ TRAIN_COMMON=(--num-states "$NUM_STATES" --train-windows "$TRAIN_WINDOWS" --trai
     --phase2-epochs 1 --device "$DEVICE" --data-dir "$ASSETS/wikitext-2" --no-checkpoints --no-progress)
 
 wanted pytest && section pytest 90 $PY -m pytest -q -p no:cacheprovider tests/hmm tests/pc tests/em \
-    tests/constraints tests/test_lm.py tests/lvd/test_clustering.py
+    tests/constraints tests/test_lm.py tests/lvd/test_kmeans.py
 wanted hmm_throughput && section hmm_throughput 90 $PY bench/hmm_throughput.py --device "$DEVICE" --states $STATES \
     --batch 2048
 wanted pc_debd && section pc_debd 90 $PY bench/pc_debd.py --datasets baudio bnetflix --device "$DEVICE" \

@@ -41,7 +41,8 @@ from IPython.display import Image, display
 
 from hmmlvd.data import load_images, train_valid_split
 from hmmlvd.data.patches import patchify
-from hmmlvd.lvd.images import TeacherConfig, assign_latents, patch_features, train_teacher
+from hmmlvd.lvd.kmeans import KMEANS_RESTARTS, cluster_positions
+from hmmlvd.lvd.images import TeacherConfig, patch_features, train_teacher
 from hmmlvd.lvd.images.pictures import sample_grid
 from hmmlvd.lvd.images.recipe import ImageRecipeConfig, train
 
@@ -81,7 +82,7 @@ ax.set_xlabel("step"); ax.set_ylabel("masked-patch MSE (normalised pixels)"); ax
 # %%
 features = patch_features(teacher, train_images, "mst", progress=False)
 clusters = max(k for k, _ in SIZES["sizes"])
-assignments, _ = assign_latents(features.features, clusters, progress=False, shared=True)
+assignments, _ = cluster_positions(features.features, clusters, restarts=KMEANS_RESTARTS, progress=False, shared=True)
 patches = patchify(train_images, 4).reshape(len(train_images), -1, 4, 4)
 shown = min(6, clusters)
 fig, axes = plt.subplots(shown, 8, figsize=(6, 0.8 * shown), squeeze=False)
@@ -107,7 +108,7 @@ budget = dict(lvd_epochs=SIZES["lvd"], latent_epochs=SIZES["latent"], finetune_e
               em_epochs=SIZES["em"], tied=True, progress=False)
 rows = []
 for k, hidden in SIZES["sizes"]:
-    z, _ = assign_latents(features.features, k, progress=False, shared=True)
+    z, _ = cluster_positions(features.features, k, restarts=KMEANS_RESTARTS, progress=False, shared=True)
     with_mae = train(train_images, valid_images, ImageRecipeConfig(num_clusters=k, hidden_size=hidden, **budget),
                      test_images=test_images, assignments=z).models["lvd"]
     result = train(train_images, valid_images,

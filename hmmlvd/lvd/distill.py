@@ -10,7 +10,7 @@ from torch import Tensor
 from ..distributed import rank_and_world_size, shard
 from ..hmm import HMM
 from .closed_form import closed_form_hmm
-from .clustering import KMeansConfig, cluster_positions
+from .kmeans import KMeansConfig, cluster_positions
 from .embeddings import EmbeddingStats, embed_windows
 from .encoder import SuffixEncoder, check_encoder_dtype
 
@@ -90,9 +90,11 @@ def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
     embeddings, embedding_stats = embed_windows(windows, local_ids, tokenizer, encoder, data_key,
                                                 cache_dir=config.cache_dir, progress=progress)
     backend = "torch" if world_size > 1 else config.kmeans_backend
-    assignments, kmeans_seconds = cluster_positions(
+    start = time.perf_counter()
+    assignments, _ = cluster_positions(
         embeddings, KMeansConfig(config.num_states, config.kmeans_iterations, config.seed, backend=backend),
-        progress=progress)
+        keep_centroids=False, progress=progress)
+    kmeans_seconds = time.perf_counter() - start
     start = time.perf_counter()
     hmm = closed_form_hmm(windows[local_ids], assignments, config.num_states, tokenizer.vocab_size,
                           pseudocount=config.pseudocount)

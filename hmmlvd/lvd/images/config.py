@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ... import em
-from .latents import KMEANS_ITERATIONS, KMEANS_RESTARTS
+from ..kmeans import KMEANS_ITERATIONS, KMEANS_RESTARTS
 from .features import CONTEXTS
 from .teacher import TeacherConfig
 

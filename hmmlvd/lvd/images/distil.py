@@ -20,9 +20,9 @@ from torch import Tensor
 
 from ...distributed import concat_shards, rank_and_world_size, shard
 from ...io import load_tensors, save_tensors
+from ..kmeans import cluster_positions as assign_latents
 from .config import ImageRecipeConfig
 from .features import PatchContext, patch_features
-from .latents import assign_latents
 from .teacher import MAETeacher, TeacherConfig
 from .teachers import PixelTeacher, Teacher
 from .training import images_hash, train_teacher

@@ -14,8 +14,8 @@ from hmmlvd import pc
 from hmmlvd.data import load_images
 from hmmlvd.data.patches import patchify
 from hmmlvd.io import atomic_write_json
-from hmmlvd.lvd.images import (ImageRecipeConfig, MAETeacher, PatchImageModel, PixelTeacher, Teacher,
-                               assign_latents, distil_latents)
+from hmmlvd.lvd import cluster_positions
+from hmmlvd.lvd.images import ImageRecipeConfig, MAETeacher, PatchImageModel, PixelTeacher, Teacher, distil_latents
 from hmmlvd.lvd.images.recipe import train
 from tests.lvd.images.conftest import tiny_config
 
@@ -138,7 +138,7 @@ def test_a_users_own_teacher_plugs_into_the_recipe_without_touching_it(tmp_path)
     result = train(digits[:150], digits[150:200], config, teacher=teacher, num_categories=17)
     assert result.teacher is teacher and math.isfinite(result.models["lvd"].valid_bpd)
     projected = (patchify(digits[:150].long(), 4).float() @ teacher.projection)
-    expected, _ = assign_latents(projected, 3, iterations=5, restarts=1, progress=False)
+    expected, _ = cluster_positions(projected, 3, iterations=5, restarts=1, progress=False)
     assert torch.equal(result.assignments, expected)                          # its features were the ones clustered
 
 
@@ -148,8 +148,8 @@ def test_the_pixel_teacher_gives_the_patch_values_whatever_the_context():
                                kmeans_restarts=2, progress=False)
     for context in ("none", "mst", "neighbours"):
         latents = distil_latents(PixelTeacher((1, 8, 8), 4), digits, replace(config, context=context))
-        expected, _ = assign_latents(patchify(digits.long(), 4).float(), 4, iterations=5, restarts=2, progress=False,
-                                     shared=True)
+        expected, _ = cluster_positions(patchify(digits.long(), 4).float(), 4, iterations=5, restarts=2,
+                                        progress=False, shared=True)
         assert torch.equal(latents.assignments, expected)
     with pytest.raises(ValueError, match="cannot be cut into 3x3 patches"):
         PixelTeacher((1, 8, 8), 3)
