@@ -124,3 +124,10 @@ def concat_shards(local: Tensor, num_items: int) -> Tensor:
     whole[start:stop] = local
     sum_across_ranks([whole])
     return whole
+
+
+def barrier() -> None:
+    """Wait until every rank has reached this call; a no-op in a single process."""
+    if rank_and_world_size()[1] > 1:
+        device = collective_device()
+        dist.barrier(device_ids=[device.index] if device.type == "cuda" else None)

@@ -4,6 +4,10 @@ checkpoints, and a disk cache of finished teachers keyed by (config, data hash).
 Every random choice of step ``t`` (the masked fraction and which patches are masked) comes from a generator
 seeded by ``(seed, t)``, and the order of epoch ``e`` from one seeded by ``(seed, e)``, so a resumed run repeats
 the uninterrupted one exactly.
+
+Under ``torch.distributed`` every rank draws the same batches and randomness, computes the loss of its rows of the
+batch, and the gradients are summed across ranks with each rank's share of the rows as weight: every rank makes the
+one-process update. Rank 0 alone writes; the others wait for it at a barrier.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ...distributed import barrier, rank_and_world_size, sum_across_ranks
 from ...io import atomic_write_json, load_tensors, save_tensors
 from ..embeddings import default_cache_dir
 from .teacher import MAETeacher, TeacherConfig, TeacherHistory
@@ -56,24 +61,54 @@ def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir
     and a later call with the same config and images returns it without training. While training, a checkpoint
     (model, optimizer, step, history) is written atomically every ``checkpoint_every`` steps and after the last;
     ``resume=True`` continues from it. ``device`` defaults to the CPU.
+
+    When ``torch.distributed`` is initialised, every rank calls this with the same arguments and images (and
+    ``cache_dir`` on a file system they share): each step's batch is split across the ranks and their gradients
+    summed, so the update is the one-process update. Rank 0 alone writes the checkpoints and the finished teacher;
+    the other ranks wait for it and return the teacher it saved.
     """
     config = config or TeacherConfig()
     _check_training_images(images, config)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    rank = rank_and_world_size()[0]
     folder = Path(cache_dir or default_teacher_cache()) / teacher_key(config, images)
-    if (folder / FINAL_FOLDER / "config.json").is_file():
+    finished = (folder / FINAL_FOLDER / "config.json").is_file()
+    if not finished:
+        teacher, optimizer, step = _start(config, images, folder / CHECKPOINT_FILE if resume else None, device)
+    barrier()               # every rank has read the cache and the checkpoint before rank 0 changes them
+    if finished:
         return MAETeacher.from_pretrained(folder / FINAL_FOLDER).to(device or "cpu")
+    if rank == 0:
+        atomic_write_json(folder / "key.json", {"config": asdict(config), "data": images_hash(images)})
+    _train(teacher, optimizer, images, step, folder, progress and rank == 0, checkpoint_every)
+    teacher.model.eval()
+    if rank == 0:
+        _publish(teacher, folder)
+    barrier()               # rank 0 has published the finished teacher
+    return teacher if rank == 0 else MAETeacher.from_pretrained(folder / FINAL_FOLDER).to(device or "cpu")
+
+
+def _start(config: TeacherConfig, images: Tensor, checkpoint: Path | None,
+           device: str | torch.device | None) -> tuple[MAETeacher, torch.optim.Optimizer, int]:
+    """A new teacher on ``device`` (the CPU by default) and its AdamW optimizer, restored from ``checkpoint`` when
+    that file exists; returns them and the number of steps already done."""
     teacher = _new_teacher(config, images)
     teacher.to(device or "cpu")
     optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
+    if checkpoint is not None and checkpoint.is_file():
+        return teacher, optimizer, _load_checkpoint(checkpoint, teacher, optimizer)
+    return teacher, optimizer, 0
+
+
+def _train(teacher: MAETeacher, optimizer: torch.optim.Optimizer, images: Tensor, step: int, folder: Path,
+           progress: bool, checkpoint_every: int) -> None:
+    """Run the training steps from ``step`` to the end, recording the history and (rank 0) writing checkpoints."""
+    config = teacher.config
+    rank = rank_and_world_size()[0]
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    step = 0
-    if resume and (folder / CHECKPOINT_FILE).is_file():
-        step = _load_checkpoint(folder / CHECKPOINT_FILE, teacher, optimizer)
-    atomic_write_json(folder / "key.json", {"config": asdict(config), "data": images_hash(images)})
     teacher.model.train()
     bar = tqdm(total=total_steps, initial=step, desc="MAE teacher", unit="step", disable=not progress)
     started = time.perf_counter() - teacher.history.seconds
@@ -91,13 +126,10 @@ def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir
             teacher.history.epoch_losses.append(sum(teacher.history.step_losses[-steps_per_epoch:]) / steps_per_epoch)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
-        if step % checkpoint_every == 0 or step == total_steps:
+        if rank == 0 and (step % checkpoint_every == 0 or step == total_steps):
             teacher.history.seconds = time.perf_counter() - started
             _save_checkpoint(folder / CHECKPOINT_FILE, teacher, optimizer, step)
     bar.close()
-    teacher.model.eval()
-    _publish(teacher, folder)
-    return teacher
 
 
 def _check_training_images(images: Tensor, config: TeacherConfig) -> None:
@@ -130,21 +162,53 @@ def _learning_rate(config: TeacherConfig, step: int, total_steps: int) -> float:
 
 def _training_step(teacher: MAETeacher, optimizer: torch.optim.Optimizer, batch: Tensor, step: int,
                    total_steps: int) -> tuple[float, float]:
-    """One AdamW step on the MAE loss with a freshly drawn masked fraction; returns (loss, masked fraction)."""
+    """One AdamW step on the MAE loss of ``batch`` with a freshly drawn masked fraction; returns (loss, masked
+    fraction).
+
+    Every rank draws the same noise for the whole batch and runs the model on its rows ``rank::world_size``.
+    Every image has exactly ``num_masked`` masked patches, so the batch's loss (a mean over all its masked patches)
+    is the sum over ranks of each rank's mean weighted by its share of the rows, ``len(rows) / len(batch)``, and
+    its gradient the sum of the ranks' weighted gradients (a mean of the ranks' means would be wrong whenever the
+    shares differ). In one process the weight is 1.
+    """
     config = teacher.config
+    rank, world_size = rank_and_world_size()
     generator = _generator(config.seed, step)
     fewest, most = config.masked_counts
     num_masked = int(torch.randint(fewest, most + 1, (), generator=generator))
-    noise = torch.rand(len(batch), teacher.num_patches, generator=generator).to(teacher.device)
+    noise = torch.rand(len(batch), teacher.num_patches, generator=generator)[rank::world_size].to(teacher.device)
+    rows = batch[rank::world_size]
     for group in optimizer.param_groups:
         group["lr"] = _learning_rate(config, step, total_steps)
-    with teacher.keeping(teacher.num_patches - num_masked):
-        output = teacher.model(teacher.normalize(batch), noise=noise)
     optimizer.zero_grad(set_to_none=True)
-    output.loss.backward()
+    stats = torch.zeros(2, device=teacher.device)                 # (weighted loss, masked fraction on rank 0)
+    if len(rows):                                                 # rank 0 always has rows
+        with teacher.keeping(teacher.num_patches - num_masked):
+            output = teacher.model(teacher.normalize(rows), noise=noise)
+        weighted = output.loss * (len(rows) / len(batch))
+        weighted.backward()
+        stats[0] = weighted.detach()
+        stats[1] = output.mask[0].mean() if rank == 0 else 0.0
+    _sum_gradients([p for p in teacher.model.parameters() if p.requires_grad], stats)
     optimizer.step()
-    return output.loss.item(), output.mask[0].mean().item()
+    return stats[0].item(), stats[1].item()
 
+
+def _sum_gradients(parameters: list[Tensor], stats: Tensor) -> None:
+    """Sum the gradients of ``parameters`` and ``stats`` across ranks in one all-reduce (a no-op in one process).
+
+    A rank with no rows this step has no gradients: it adds zeros (the ViT-MAE gives every trainable parameter a
+    gradient, so the ranks with rows, and a single process, update the same parameters).
+    """
+    if rank_and_world_size()[1] == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([grad.reshape(-1) for grad in grads] + [stats])
+    sum_across_ranks([flat])
+    *summed_grads, summed_stats = flat.split([grad.numel() for grad in grads] + [len(stats)])
+    for parameter, summed in zip(parameters, summed_grads):
+        parameter.grad = summed.view_as(parameter)
+    stats.copy_(summed_stats)
 
 
 def _save_checkpoint(path: Path, teacher: MAETeacher, optimizer: torch.optim.Optimizer, step: int) -> None:
