@@ -71,12 +71,23 @@ def case_circuit(name: str, seed: int = 7) -> pc.PatchCircuit:
     return sharp_circuit(config, seed)
 
 
+def with_exact_joint(name: str) -> tuple[pc.PatchCircuit, torch.Tensor, torch.Tensor]:
+    """The circuit of case ``name``, every complete input and its exact probability."""
+    circuit = case_circuit(name)
+    everything = all_patches(circuit.config)
+    return circuit, everything, circuit.log_likelihood(everything).exp()
+
+
+def exact_conditional(everything: torch.Tensor, exact: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """p(hidden values | observed values of ``pattern``), the hidden values in the order of ``all_patches``."""
+    matching = ((everything == pattern) | (pattern < 0)).flatten(1).all(1)
+    return exact[matching] / exact[matching].sum()
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_sampling_matches_the_exact_joint(name):
-    circuit = case_circuit(name)
+    circuit, _, exact = with_exact_joint(name)
     config = circuit.config
-    everything = all_patches(config)
-    exact = circuit.log_likelihood(everything).exp()
     assert exact.sum().item() == pytest.approx(1.0, abs=1e-12)
     samples = circuit.sample(SAMPLES, generator=torch.Generator().manual_seed(11))
     assert samples.shape == (SAMPLES, config.num_patches, config.values_per_patch)
@@ -99,10 +110,8 @@ def evidence_patterns(config: pc.PatchCircuitConfig) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_inpainting_of_several_regions_matches_the_exact_conditional(name):
-    circuit = case_circuit(name)
+    circuit, everything, exact = with_exact_joint(name)
     config = circuit.config
-    everything = all_patches(config)
-    exact = circuit.log_likelihood(everything).exp()
     patterns = evidence_patterns(config)
     per_pattern = SAMPLES // 2
     batch = torch.cat([pattern.expand(per_pattern, -1, -1) for pattern in patterns])   # both patterns in one call
@@ -111,8 +120,7 @@ def test_inpainting_of_several_regions_matches_the_exact_conditional(name):
     assert torch.equal(samples[observed], batch[observed]) and bool((samples >= 0).all())
     for index, pattern in enumerate(patterns):
         hidden = pattern < 0
-        matching = ((everything == pattern) | hidden).flatten(1).all(1)
-        conditional = exact[matching] / exact[matching].sum()          # hidden values in all_patches' order
+        conditional = exact_conditional(everything, exact, pattern)
         part = samples[index * per_pattern:(index + 1) * per_pattern]
         statistic, critical = chi_square_test(codes_of(part[:, hidden], config.num_categories), conditional)
         assert statistic < critical, f"{name}, pattern {index}: χ² {statistic:.1f} >= {critical:.1f}"
@@ -122,13 +130,10 @@ def test_the_conditional_differs_from_the_marginal():
     """The inpainting tests bite: for every case and pattern, the exact conditional of the hidden values is far
     (χ² of a marginal-sized sample) from their marginal, so a sampler that ignored the observed values would fail."""
     for name in CASES:
-        circuit = case_circuit(name)
-        everything = all_patches(circuit.config)
-        exact = circuit.log_likelihood(everything).exp()
+        circuit, everything, exact = with_exact_joint(name)
         for pattern in evidence_patterns(circuit.config):
             hidden = pattern < 0
-            matching = ((everything == pattern) | hidden).flatten(1).all(1)
-            conditional = exact[matching] / exact[matching].sum()
+            conditional = exact_conditional(everything, exact, pattern)
             codes = codes_of(everything[:, hidden], circuit.config.num_categories)
             marginal = torch.zeros(len(conditional), dtype=torch.float64).index_add_(0, codes, exact)
             # the expected χ² of SAMPLES/2 marginal draws against the conditional, minus its df, is large
