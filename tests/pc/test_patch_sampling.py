@@ -139,3 +139,16 @@ def test_the_conditional_differs_from_the_marginal():
             # the expected χ² of SAMPLES/2 marginal draws against the conditional, minus its df, is large
             divergence = (SAMPLES // 2) * ((marginal - conditional) ** 2 / conditional.clamp_min(1e-12)).sum().item()
             assert divergence > 2 * chi2.ppf(0.999, len(conditional) - 1), name
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="PatchCircuit.set_parameters keeps a non-contiguous "
+                   "tensor, and _patch_views' .view() then fails (issue 24 report)")
+def test_set_parameters_accepts_a_non_contiguous_tensor():
+    circuit = case_circuit("value chain of 3, untied")
+    x = circuit.sample(4, generator=torch.Generator().manual_seed(0))
+    before = circuit.log_likelihood(x)
+    emissions = circuit.parameter_groups()["patch_emissions"].values
+    transposed = emissions.transpose(-1, -2).contiguous().transpose(-1, -2)     # equal values, other strides
+    assert torch.equal(transposed, emissions) and not transposed.is_contiguous()
+    circuit.set_parameters({"patch_emissions": transposed})
+    assert torch.equal(circuit.log_likelihood(x), before)
