@@ -118,11 +118,11 @@ for k, hidden in SIZES["sizes"]:
     for label, trained in (("lvd-mae", with_mae), *result.models.items()):
         seconds = sum(v for stage, v in trained.seconds.items() if stage != "num_latents")
         rows.append((k, hidden, label, trained.num_parameters, trained.test_bpd))
+        print(f"k={k:3d} H={hidden:2d}  {NAMES[label]:19s} {trained.num_parameters:11,d} parameters  "
+              f"test {trained.test_bpd:.4f} bpd  {seconds:5.0f} s")
         assert 0 < trained.test_bpd < 8, (label, trained.test_bpd)              # better than uniform over 256 levels
     assert len(result.models["em"].valid_curve) == len(result.models["hclt"].valid_curve) == SIZES["em"]  # same budget
     assert with_mae.num_parameters == result.models["lvd"].num_parameters == result.models["em"].num_parameters
-        print(f"k={k:3d} H={hidden:2d}  {NAMES[label]:19s} {trained.num_parameters:11,d} parameters  "
-              f"test {trained.test_bpd:.4f} bpd  {seconds:5.0f} s")
 lvd_model = result.models["lvd"].model
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
