@@ -53,7 +53,7 @@ def run(tmp_path_factory):
 @pytest.mark.parametrize("kind, message", [
     ("empty", "is not a saved ViT-MAE folder: config.json is missing"),
     ("absent", "is not a saved ViT-MAE folder: config.json is missing"),
-    ("patch circuit", "holds a 'patch_circuit' model; the teacher must be a ViT-MAE"),
+    ("patch circuit", "model; the teacher must be a ViT-MAE"),          # "holds a 'patch_circuit' model; ..."
     ("broken json", "config.json is not valid JSON"),
     ("config without weights", "cannot load the ViT-MAE in"),
 ])
