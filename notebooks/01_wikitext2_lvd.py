@@ -64,6 +64,7 @@ for hidden in SIZES["hidden"]:
         start = time.perf_counter()
         runs[hidden, init] = train(corpus, config)
         print(f"h={hidden:4d} {init:6s}: {time.perf_counter() - start:5.0f} s")
+    assert len({len(runs[hidden, i].history.valid_log_likelihood) for i in ("lvd", "random")}) == 1   # same budget
 
 # %%
 print(f"{'h':>5} {'init':>7} {'params':>11} {'chunk ppl':>10} {'sliding ppl':>12}")
@@ -72,6 +73,7 @@ for (hidden, init), result in runs.items():
     rows = {row["protocol"]: row["perplexity"] for row in result.perplexity if row["stage"] == "final"}
     final[hidden, init] = rows
     print(f"{hidden:5d} {init:>7} {result.hmm.num_parameters():11,d} {rows['chunk']:10.1f} {rows['sliding']:12.1f}")
+    assert all(1 < rows[p] < corpus.tokenizer.vocab_size for p in ("chunk", "sliding")), rows   # beats uniform
 
 # %% [markdown]
 # ## Learning curves and scaling
@@ -99,5 +101,6 @@ for init in ("lvd", "random"):
     lm = hmmlvd.LanguageModel(runs[largest, init].hmm, corpus.tokenizer)
     for prefix in ("the river", "in the united"):
         top = lm.next_token_logprobs(prefix).exp().topk(10)
+        assert abs(lm.next_token_logprobs(prefix).exp().sum().item() - 1) < 1e-4   # a distribution over the vocabulary
         words = ", ".join(f"{lm.decode([i])} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
         print(f"{init:6s} {prefix!r}: {words}")

@@ -84,6 +84,8 @@ for name, constraint in constraints.items():
     print(f"-- {name}")
     for text in lm.generate(prefix, max_new_tokens=new_tokens, constraint=constraint, num_samples=3, seed=0):
         print(f"   {prefix} | {text}")
+    assert all(constraint.accepts(row) for row in lm.generate_ids(    # every continuation satisfies its constraint
+        prefix, max_new_tokens=new_tokens, constraint=constraint, num_samples=3, seed=0))
 
 # %% [markdown]
 # ## Exact probability against the empirical satisfaction rate
@@ -99,6 +101,7 @@ for name, constraint in constraints.items():
     names.append(name); exact.append(p); empirical.append(rate)
     errors.append(2 * (max(p * (1 - p), 1e-12) / len(ids)) ** 0.5)
     print(f"{name:30s} exact {p:.4f}   sampled {rate:.4f} ± {errors[-1]:.4f} (2 s.e., {len(ids)} samples)")
+    assert 0 <= p <= 1 and abs(rate - p) <= 2 * errors[-1] + 1 / len(ids), (name, p, rate)   # within 4 s.e.
 
 fig, ax = plt.subplots(figsize=(6, 3))
 positions = range(len(names))
@@ -125,3 +128,4 @@ with torch.no_grad():
                         num_return_sequences=3, logits_processor=LogitsProcessorList([processor]))
 for row in out[:, prompt.shape[1]:].tolist():
     print(constraint.accepts(row), "|", lm.decode(row))
+    assert constraint.accepts(row)                                          # the steered LM satisfies it too

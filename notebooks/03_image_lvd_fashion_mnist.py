@@ -67,6 +67,7 @@ if SIZES["small_teacher"]:
                                    decoder_intermediate_size=32, epochs=1)
 teacher = train_teacher(train_images, teacher_config, progress=False)
 losses = teacher.history.step_losses
+assert len(losses) > 0 and all(loss == loss and loss >= 0 for loss in losses)          # finite, non-negative MSE
 fig, ax = plt.subplots(figsize=(6, 3))
 ax.plot(losses, alpha=0.4, label="step")
 window = max(1, len(losses) // 30)
@@ -83,6 +84,7 @@ ax.set_xlabel("step"); ax.set_ylabel("masked-patch MSE (normalised pixels)"); ax
 features = patch_features(teacher, train_images, "mst", progress=False)
 clusters = max(k for k, _ in SIZES["sizes"])
 assignments, _ = cluster_positions(features.features, clusters, restarts=KMEANS_RESTARTS, progress=False, shared=True)
+assert assignments.shape == (len(train_images), 49) and 0 <= int(assignments.min()) <= int(assignments.max()) < clusters
 patches = patchify(train_images, 4).reshape(len(train_images), -1, 4, 4)
 shown = min(6, clusters)
 fig, axes = plt.subplots(shown, 8, figsize=(6, 0.8 * shown), squeeze=False)
@@ -119,6 +121,9 @@ for k, hidden in SIZES["sizes"]:
         rows.append((k, hidden, label, trained.num_parameters, trained.test_bpd))
         print(f"k={k:3d} H={hidden:2d}  {NAMES[label]:19s} {trained.num_parameters:11,d} parameters  "
               f"test {trained.test_bpd:.4f} bpd  {seconds:5.0f} s")
+        assert 0 < trained.test_bpd < 8, (label, trained.test_bpd)              # better than uniform over 256 levels
+    assert len(result.models["em"].valid_curve) == len(result.models["hclt"].valid_curve) == SIZES["em"]  # same budget
+    assert with_mae.num_parameters == result.models["lvd"].num_parameters == result.models["em"].num_parameters
 lvd_model = result.models["lvd"].model
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -143,4 +148,7 @@ fig.tight_layout()
 # %%
 grid = sample_grid(lvd_model, test_images[:4], "fashion_mnist_samples.png", num_samples=10, mask="bottom")
 display(Image(filename=str(grid)))
+hidden_half = torch.zeros(28, 28, dtype=torch.bool); hidden_half[14:] = True
+filled = lvd_model.inpaint(test_images[:4], hidden_half, seed=0)
+assert torch.equal(filled[:, :, ~hidden_half], test_images[:4][:, :, ~hidden_half])      # observed pixels are kept
 os.remove(grid)

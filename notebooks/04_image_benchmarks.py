@@ -79,3 +79,5 @@ for name, models in results.items():
     for model, (parameters, bpd) in models.items():
         paper = PAPER.get(name, {}).get(model)
         print(f"{name:>13} {model:>6} {parameters:12,d} {bpd:11.3f} {paper if paper else '-':>7}")
+        assert 0 < bpd < 8, (name, model, bpd)                                  # better than uniform over 256 levels
+    assert set(models) == {"lvd", "em", "hclt"} and models["lvd"][0] == models["em"][0]   # one circuit, two inits

@@ -67,6 +67,10 @@ for name in SIZES["datasets"]:
     seconds = time.perf_counter() - start
     test = em.mean_log_likelihood(circuit, data["test"], 4096, circuit.device)
     results[name] = (test, seconds, circuit.num_parameters)
+    assert abs(em.mean_log_likelihood(circuit, data["valid"], 4096, circuit.device) - max(curves[name])) < 1e-4  # best
+    if data["train"].shape[1] <= 16:                                             # small enough to enumerate: sums to 1
+        everything = (torch.arange(2 ** data["train"].shape[1])[:, None] >> torch.arange(data["train"].shape[1])) & 1
+        assert abs(circuit.log_likelihood(everything).logsumexp(0).item()) < 1e-4
     print(f"{name:9s} test LL {test:8.3f}  ({seconds:.0f} s, {circuit.num_parameters:,} parameters)")
 
 # %%

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
 CIFAR_SIDE = 32
 CIFAR_RECORD_BYTES = 1 + 3 * CIFAR_SIDE * CIFAR_SIDE
+FIX = "replace it with a fresh, complete copy of the official file (or point root= / --data-dir elsewhere)"
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -23,9 +25,12 @@ def _read_bytes(path: Path) -> bytes:
         try:
             with gzip.open(path, "rb") as handle:
                 return handle.read()
-        except (OSError, EOFError) as error:
-            raise ValueError(f"{path}: not a readable gzip file ({error})") from error
-    return path.read_bytes()
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"{path}: not a readable gzip file, corrupt or truncated ({error}); {FIX}") from error
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error}); {FIX}") from error
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
@@ -36,18 +41,19 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     """
     path = Path(path)
     raw = _read_bytes(path)
-    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != magic:
-        found = raw[:4].hex() if len(raw) >= 4 else f"{len(raw)} bytes"
-        raise ValueError(f"{path}: expected IDX magic 0x{magic:08x}, found {found}; is this the right file?")
     num_dims = magic & 0xFF
     header_bytes = 4 + 4 * num_dims
+    if len(raw) >= 4 and int.from_bytes(raw[:4], "big") != magic:
+        raise ValueError(f"{path}: expected IDX magic 0x{magic:08x}, found {raw[:4].hex()}: not the IDX file "
+                         f"expected here; {FIX}")
     if len(raw) < header_bytes:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header_bytes})")
+        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header_bytes}); {FIX}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(num_dims))
     expected = header_bytes + int(np.prod(shape))
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
-        raise ValueError(f"{path} is {state}: header says shape {shape} ({expected} bytes), file has {len(raw)}")
+        raise ValueError(f"{path} is {state}: header says shape {shape} ({expected} bytes), file has {len(raw)}; "
+                         f"{FIX}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(shape)
 
 
@@ -58,14 +64,15 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     The official files hold 10,000 records; any positive whole number of records is accepted.
     """
     path = Path(path)
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
     if len(raw) == 0 or len(raw) % CIFAR_RECORD_BYTES:
         raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of CIFAR-10 records of "
-                         f"{CIFAR_RECORD_BYTES} bytes (1 label + 3x32x32 pixels); is it the binary version?")
+                         f"{CIFAR_RECORD_BYTES} bytes (1 label + 3x32x32 pixels): truncated, or not the binary "
+                         f"version (cifar-10-binary.tar.gz); {FIX}")
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR_RECORD_BYTES)
     labels = records[:, 0]
     if labels.max() > 9:
-        raise ValueError(f"{path}: label byte {int(labels.max())} outside 0..9; not a CIFAR-10 binary batch")
+        raise ValueError(f"{path}: label byte {int(labels.max())} outside 0..9; not a CIFAR-10 binary batch; {FIX}")
     return records[:, 1:].reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE), labels
 
 
@@ -80,10 +87,10 @@ def read_imagenet_npz(path: str | os.PathLike, side: int) -> tuple[np.ndarray, n
         with np.load(path, allow_pickle=False) as archive:
             missing = {"data", "labels"} - set(archive.files)
             if missing:
-                raise ValueError(f"{path}: npz lacks {sorted(missing)} (has {archive.files})")
+                raise ValueError(f"{path}: npz lacks {sorted(missing)} (has {archive.files}); {FIX}")
             data, labels = archive["data"], archive["labels"]
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable npz file ({error})") from error
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: not a readable npz file, corrupt or truncated ({error}); {FIX}") from error
     except ValueError as error:
         if "allow_pickle" in str(error) or "Object arrays" in str(error):
             raise ValueError(f"{path}: holds pickled object arrays, which are never loaded; "
@@ -92,11 +99,11 @@ def read_imagenet_npz(path: str | os.PathLike, side: int) -> tuple[np.ndarray, n
     width = 3 * side * side
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != width:
         raise ValueError(f"{path}: `data` must be uint8 [N, {width}] (3x{side}x{side}, channel-major), "
-                         f"found {data.dtype} {list(data.shape)}")
+                         f"found {data.dtype} {list(data.shape)}; is it the {side}x{side} ImageNet? {FIX}")
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
-        raise ValueError(f"{path}: `labels` must be integers [{len(data)}], found {labels.dtype} {list(labels.shape)}")
+        raise ValueError(f"{path}: `labels` must be integers [{len(data)}], found {labels.dtype} {list(labels.shape)}; {FIX}")
     if len(labels) and (labels.min() < 1 or labels.max() > 1000):
         raise ValueError(f"{path}: labels must be 1-based class ids in 1..1000, "
-                         f"found {int(labels.min())}..{int(labels.max())}")
+                         f"found {int(labels.min())}..{int(labels.max())}; {FIX}")
     return data.reshape(-1, 3, side, side), labels.astype(np.int64)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .image_formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_cifar_batch, read_idx, read_imagenet_npz
+from .image_formats import FIX, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_cifar_batch, read_idx, read_imagenet_npz
 
 IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10", "imagenet32", "imagenet64", "digits")
 IMAGE_SPLITS = ("train", "test")
@@ -143,9 +143,11 @@ def _idx_set(name: str, folder: Path, split: str) -> ImageSet:
     images_path, labels_path = _find(name, folder, split, suffixes=(".gz", ""))
     images, labels = read_idx(images_path, IDX_IMAGES_MAGIC), read_idx(labels_path, IDX_LABELS_MAGIC)
     if images.shape[1:] != (28, 28):
-        raise ValueError(f"{images_path}: {name} images must be 28x28, found {images.shape[1:]}")
+        raise ValueError(f"{images_path}: {name} images must be 28x28, found {images.shape[1]}x{images.shape[2]}; "
+                         f"{FIX}")
     if len(labels) != len(images):
-        raise ValueError(f"{labels_path} has {len(labels)} labels for {len(images)} images in {images_path}")
+        raise ValueError(f"{labels_path} has {len(labels)} labels for {len(images)} images in {images_path}: the two "
+                         f"files are from different releases or one is cut short; {FIX}")
     return _image_set(name, images[:, None], labels)
 
 

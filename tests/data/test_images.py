@@ -197,3 +197,72 @@ def test_real_fashion_mnist(monkeypatch):
     assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == torch.uint8
     assert int(test.images.max()) == 255 and sorted(test.labels.unique().tolist()) == list(range(10))
     assert test.labels[:5].tolist() == [9, 2, 1, 1, 6]                      # the first test labels
+
+
+FIX = "fresh, complete copy of the official file"
+
+
+def test_idx_corruptions_name_the_file_and_the_fix(tmp_path):
+    write_mnist(tmp_path, sizes=(("t10k", 3),))
+    images = tmp_path / "t10k-images-idx3-ubyte.gz"
+    complete = idx_bytes(0x803, np.zeros((3, 28, 28), np.uint8))
+    cases = [
+        (gzip.compress(complete[:10]), r"truncated IDX header \(10 bytes, need 16\)"),     # header cut short
+        (gzip.compress(complete)[:-30], "not a readable gzip file, corrupt or truncated"),  # gzip cut short
+        (gzip.compress(complete)[:10] + bytes(40), "not a readable gzip file"),            # deflate stream garbage
+        (gzip.compress(complete[:-5]), "is truncated"),                                     # pixels cut short
+        (gzip.compress(idx_bytes(0x803, np.zeros((3, 32, 32), np.uint8))), "must be 28x28, found 32x32"),
+        (gzip.compress(idx_bytes(0x803, np.zeros((3, 28, 14), np.uint8))), "must be 28x28, found 28x14"),
+    ]
+    for content, message in cases:
+        images.write_bytes(content)
+        with pytest.raises(ValueError, match=message) as error:
+            load_images("fashion-mnist", tmp_path, "test")
+        assert str(images) in str(error.value) and FIX in str(error.value), str(error.value)
+
+
+def test_a_dataset_folder_with_missing_or_unreadable_files(tmp_path):
+    write_mnist(tmp_path, sizes=(("t10k", 3),))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match=r"missing t10k-labels-idx1-ubyte.*root= \(or --data-dir\)"):
+        load_images("mnist", tmp_path, "test")
+    with pytest.raises(ValueError, match=f"in {tmp_path / 'nowhere'}, missing"):
+        load_images("mnist", tmp_path / "nowhere", "test")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")                          # an empty file
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: truncated IDX header \(0 bytes") as error:
+        load_images("mnist", tmp_path, "test")
+    assert FIX in str(error.value)
+
+
+def test_cifar_corruptions_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "test_batch.bin"
+    raw = cifar_records(2)[0]
+    for content, message in ((raw[:-100], "6046 bytes is not a whole number of CIFAR-10 records of 3073 bytes"),
+                             (raw[:3000], "truncated, or not the binary version"),
+                             (b"", "0 bytes"),
+                             (bytes([11]) + bytes(3072), "label byte 11")):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=message) as error:
+            load_images("cifar10", tmp_path, "test")
+        assert str(path) in str(error.value) and FIX in str(error.value)
+
+
+def test_imagenet_corruptions_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "val_data.npz"
+    write_npz(path, 32, 4)
+    complete = path.read_bytes()
+    for cut in (len(complete) // 2, len(complete) - 30):                               # truncated archives
+        path.write_bytes(complete[:cut])
+        with pytest.raises(ValueError, match="not a readable npz file, corrupt or truncated") as error:
+            load_images("imagenet32", tmp_path, "test")
+        assert str(path) in str(error.value) and FIX in str(error.value)
+    write_npz(path, 64, 2)                                                                # 64-px file as 32-px
+    with pytest.raises(ValueError, match=r"uint8 \[N, 3072\].*found uint8 \[2, 12288\]; is it the 32x32") as error:
+        load_images("imagenet32", tmp_path, "test")
+    assert str(path) in str(error.value) and FIX in str(error.value)
+    write_npz(path, 32, 3, labels=np.array([1, 2]))                                      # 2 labels, 3 images
+    with pytest.raises(ValueError, match=r"`labels` must be integers \[3\]"):
+        load_images("imagenet32", tmp_path, "test")
+    np.savez(path, data=np.zeros((2, 3072), np.uint8), labels=np.array([None, None], dtype=object))
+    with pytest.raises(ValueError, match="pickled object arrays, which are never loaded"):
+        load_images("imagenet32", tmp_path, "test")
