@@ -194,6 +194,10 @@ def run_sample(args) -> int:
     report = _trained_run(args.model)
     _positive("num_samples", args.num_samples)
     _positive("num_images", args.num_images)
+    names = [row["model"] for row in report["models"]]
+    if args.model_name not in names:
+        raise ValueError(f"{args.model} has no {args.model_name!r} model (it holds {', '.join(names)}); train with "
+                         "--compare-em for the EM baseline")
     model = load(args.model / args.model_name)
     if not isinstance(model, PatchImageModel):
         raise ValueError(f"{args.model / args.model_name} holds a {type(model).__name__}, not a patch image model")

@@ -113,7 +113,7 @@ class PatchCircuit:
                 raise ValueError(f"unknown parameter group {name!r}; known: {sorted(self._params)}")
             if tensor.shape != self._params[name].shape:
                 raise ValueError(f"{name}: expected shape {tuple(self._params[name].shape)}, got {tuple(tensor.shape)}")
-            self._params[name] = tensor.to(device=self.device, dtype=self.dtype)
+            self._params[name] = tensor.to(device=self.device, dtype=self.dtype).contiguous()
 
     def zero_counts(self) -> dict[str, Tensor]:
         return {name: torch.zeros_like(values) for name, values in self._params.items()}

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from hmmlvd.data import load_images
-from hmmlvd.lvd.images import Teacher
+from hmmlvd.lvd.images import MAETeacher
 from hmmlvd.lvd.images.model import PatchImageModel
 from tests.lvd.images.conftest import tiny_config
 
@@ -72,11 +72,9 @@ def test_a_teacher_that_is_not_a_vit_mae_is_refused_by_name(kind, message, run, 
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a ViT-MAE for other images is refused without naming the --teacher folder "
-                                      "(issue 24 report)")
 def test_a_vit_mae_for_other_images_is_refused_naming_the_teacher(tmp_path, hmmlvd):
     folder = tmp_path / "mae16"
-    Teacher.initialise(tiny_config(image_size=16, patch_size=4), (0.5,), (0.25,)).save_pretrained(folder)
+    MAETeacher.initialise(tiny_config(image_size=16, patch_size=4), (0.5,), (0.25,)).save_pretrained(folder)
     code, _, err = hmmlvd("image", "train", *DIGITS, "--patch-size", "4", "--teacher", folder,
                           "--out", tmp_path / "out")
     assert code == 2 and "16" in err, err
@@ -171,9 +169,6 @@ def test_sample_model_name_em_draws_from_the_em_circuit(run, tmp_path, hmmlvd):
     assert not torch.equal(pictures["lvd"], pictures["em"])                 # two circuits, two pictures
 
 
-@pytest.mark.xfail(strict=True, reason="on a run trained without --compare-em the error calls the missing em folder "
-                                      "'not an image model' instead of saying to train with --compare-em (issue 24 "
-                                      "report)")
 def test_sample_model_name_em_without_the_baseline_says_how_to_get_it(run, tmp_path, hmmlvd):
     out, _ = run
     copy = tmp_path / "run"

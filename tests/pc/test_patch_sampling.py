@@ -71,17 +71,6 @@ def case_circuit(name: str, seed: int = 7) -> pc.PatchCircuit:
     return sharp_circuit(config, seed)
 
 
-def draw(circuit: pc.PatchCircuit, num_samples: int | None = None, *, evidence: torch.Tensor | None = None,
-         generator: torch.Generator) -> torch.Tensor:
-    """Samples of ``circuit``: its own ``sample``/``conditional_sample`` where it has them, else ``pc.sample`` (the
-    image path's restructure moves patch-circuit sampling behind ``pc.sample``)."""
-    if not hasattr(circuit, "conditional_sample"):
-        return pc.sample(circuit, num_samples, evidence=evidence, generator=generator)
-    if evidence is None:
-        return circuit.sample(num_samples, generator=generator)
-    return circuit.conditional_sample(evidence, generator=generator)
-
-
 def with_exact_joint(name: str) -> tuple[pc.PatchCircuit, torch.Tensor, torch.Tensor]:
     """The circuit of case ``name``, every complete input and its exact probability."""
     circuit = case_circuit(name)
@@ -100,7 +89,7 @@ def test_sampling_matches_the_exact_joint(name):
     circuit, _, exact = with_exact_joint(name)
     config = circuit.config
     assert exact.sum().item() == pytest.approx(1.0, abs=1e-12)
-    samples = draw(circuit, SAMPLES, generator=torch.Generator().manual_seed(11))
+    samples = pc.sample(circuit, SAMPLES, generator=torch.Generator().manual_seed(11))
     assert samples.shape == (SAMPLES, config.num_patches, config.values_per_patch)
     statistic, critical = chi_square_test(codes_of(samples, config.num_categories), exact)
     assert statistic < critical, f"{name}: χ² {statistic:.1f} >= {critical:.1f}"
@@ -126,7 +115,7 @@ def test_inpainting_of_several_regions_matches_the_exact_conditional(name):
     patterns = evidence_patterns(config)
     per_pattern = SAMPLES // 2
     batch = torch.cat([pattern.expand(per_pattern, -1, -1) for pattern in patterns])   # both patterns in one call
-    samples = draw(circuit, evidence=batch, generator=torch.Generator().manual_seed(5))
+    samples = pc.sample(circuit, evidence=batch, generator=torch.Generator().manual_seed(5))
     observed = batch >= 0
     assert torch.equal(samples[observed], batch[observed]) and bool((samples >= 0).all())
     for index, pattern in enumerate(patterns):
@@ -152,11 +141,9 @@ def test_the_conditional_differs_from_the_marginal():
             assert divergence > 2 * chi2.ppf(0.999, len(conditional) - 1), name
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="PatchCircuit.set_parameters keeps a non-contiguous "
-                   "tensor, and _patch_views' .view() then fails (issue 24 report)")
 def test_set_parameters_accepts_a_non_contiguous_tensor():
     circuit = case_circuit("value chain of 3, untied")
-    x = draw(circuit, 4, generator=torch.Generator().manual_seed(0))
+    x = pc.sample(circuit, 4, generator=torch.Generator().manual_seed(0))
     before = circuit.log_likelihood(x)
     emissions = circuit.parameter_groups()["patch_emissions"].values
     transposed = emissions.transpose(-1, -2).contiguous().transpose(-1, -2)     # equal values, other strides

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ...distributed import concat_shards, rank_and_world_size, shard
 from ...io import load_tensors, save_tensors
-from ..kmeans import cluster_positions as assign_latents
+from ..kmeans import cluster_positions
 from .config import ImageRecipeConfig
 from .features import PatchContext, patch_features
 from .teacher import MAETeacher, TeacherConfig
@@ -51,6 +51,9 @@ def teacher_for(images: Tensor, config: ImageRecipeConfig, patch_size: int, *, d
     folder = Path(directory) / TEACHER_FOLDER if directory is not None else None
     if config.teacher_path is not None:
         teacher = MAETeacher.from_pretrained(config.teacher_path)
+        if tuple(teacher.image_shape) != tuple(images.shape[1:]):
+            raise ValueError(f"the teacher in {config.teacher_path} encodes images {tuple(teacher.image_shape)} but "
+                             f"these are {tuple(images.shape[1:])}: train a teacher on this dataset or drop --teacher")
     elif resume and folder is not None and (folder / "config.json").is_file():
         teacher = MAETeacher.from_pretrained(folder)
     else:
@@ -66,8 +69,9 @@ def teacher_for(images: Tensor, config: ImageRecipeConfig, patch_size: int, *, d
         if folder is not None and rank_and_world_size()[0] == 0:
             teacher.save_pretrained(folder)
     if teacher.patch_size != patch_size:
-        raise ValueError(f"the teacher works on {teacher.patch_size}-pixel patches but the circuit on {patch_size}; "
-                         "give the same patch size to both")
+        source = f" in {config.teacher_path}" if config.teacher_path is not None else ""
+        raise ValueError(f"the teacher{source} works on {teacher.patch_size}-pixel patches but the circuit on "
+                         f"{patch_size}; give the same patch size to both")
     return teacher
 
 
@@ -96,9 +100,10 @@ def distil_latents(teacher: Teacher, images: Tensor, config: ImageRecipeConfig, 
     stored = _read_stage(directory, LATENTS_FILE, key, resume)
     start = time.perf_counter()
     if stored is None:
-        assignments, centroids = assign_latents(shard(features), config.num_clusters,
-                                                iterations=config.kmeans_iterations, restarts=config.kmeans_restarts,
-                                                seed=config.seed, progress=config.progress, shared=config.tied)
+        assignments, centroids = cluster_positions(shard(features), config.num_clusters,
+                                                   iterations=config.kmeans_iterations,
+                                                   restarts=config.kmeans_restarts, seed=config.seed,
+                                                   progress=config.progress, shared=config.tied)
         assignments = concat_shards(assignments, len(images))
         _write_stage(directory, LATENTS_FILE, key, {"assignments": assignments, "centroids": centroids}, context)
         seconds["kmeans"] = time.perf_counter() - start

@@ -61,7 +61,7 @@ def dying(function, after: int = 0):
 KILLS = [
     ("teacher training", "mae", (training, "_training_step", lambda f: dying(f, after=2)), []),
     ("feature extraction", "mae", (distil, "patch_features", dying), ["teacher"]),
-    ("K-means", "pixels", (distil, "assign_latents", dying), ["features"]),
+    ("K-means", "pixels", (distil, "cluster_positions", dying), ["features"]),
     ("Lemma 1", "pixels", (pc, "fit_lvd", dying), ["features", "kmeans"]),
     ("latent step", "pixels", (pc, "fit_latent_distribution", dying), ["features", "kmeans", "lemma1"]),
     ("fine-tuning", "pixels", (em, "fit", lambda f: killing_fit("finetune")), ["features", "kmeans", "lemma1"]),
@@ -76,7 +76,7 @@ def stage_fit(stage: str):
 
 # what each finished stage calls, and which of those calls are its own
 COUNTED = {"teacher": (training, "_training_step", None), "features": (distil, "patch_features", None),
-           "kmeans": (distil, "assign_latents", None), "lemma1": (pc, "fit_lvd", None),
+           "kmeans": (distil, "cluster_positions", None), "lemma1": (pc, "fit_lvd", None),
            "lvd": (em, "fit", stage_fit("finetune")), "em": (em, "fit", stage_fit("em"))}
 
 
