@@ -12,6 +12,7 @@ writes them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -147,11 +148,13 @@ def draw(model, prompts: list[list[int]], num_tokens: int, vocab_size: int, temp
     positions = (mask.cumsum(1) - 1).clamp_min(0)
     tokens = torch.empty(len(prompts), num_tokens, dtype=torch.long, device=device)
     log_probs = torch.zeros(len(prompts), dtype=torch.float64, device=device)
+    # transformers 5.x calls the KV cache ``cache``; earlier versions ``past_key_values``
+    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     past, step_ids = None, ids
     for t in range(num_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                    use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    **{cache_name: past})
+        past = getattr(out, cache_name)
         logits = out.logits[:, -1, :vocab_size].double()
         choice = torch.multinomial(torch.softmax(logits / temperature, dim=1), 1, generator=generator)
         tokens[:, t] = choice.squeeze(1)
