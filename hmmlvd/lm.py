@@ -214,7 +214,7 @@ class LanguageModel:
             if spaced not in forms:
                 forms.append(spaced)
         if not forms:
-            raise ValueError(f"{what}: none of {words} is in the vocabulary (they encode to the unknown token); "
+            raise ValueError(f"{what}: {words} are not in the vocabulary (they encode to the unknown token); "
                              "choose words the model knows")
         return forms
 

@@ -59,14 +59,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def build_config(args) -> DistillLMConfig:
     """The configuration of the options (validated, before anything is loaded)."""
     progress = not args.no_progress and rank_and_world_size()[0] == 0
+    sampling = SampleSettings(num_tokens=args.num_tokens, temperature=args.temperature, seed=args.seed,
+                              shard_size=args.shard_size, batch_size=args.sample_batch_size)
     recipe = RecipeConfig.preset(
         args.preset, num_states=args.num_states, lvd_windows=args.lvd_windows, train_windows=args.train_windows,
         phase1_epochs=args.phase1_epochs, phase2_epochs=args.phase2_epochs, batch_size=args.batch_size,
         encoder=args.encoder, encoder_dtype=args.encoder_dtype, cache_dir=args.cache_dir,
         kmeans_backend=args.kmeans_backend, init=args.init, seed=args.seed, device=args.device, progress=progress,
         seq_len=args.num_tokens, eval_splits="valid,test", eval_protocols="chunk")
-    sampling = SampleSettings(num_tokens=args.num_tokens, temperature=args.temperature, seed=args.seed,
-                              shard_size=args.shard_size, batch_size=args.sample_batch_size)
     prompts = None
     if args.prompts is not None:
         if not args.prompts.is_file():
