@@ -127,3 +127,14 @@ def test_exact_length_and_any_keywords_hold_on_the_word_model(hmmlvd, word_model
     for line in out.splitlines()[1:]:
         words = line.split()[1:]
         assert words.index(".") == 3 and {"river", "cat"} & set(words[:6]), line
+
+
+def test_steering_with_a_phrase_and_any_of(distilled, hmmlvd):
+    lm_dir, out = distilled
+    code, printed, err = hmmlvd("generate", out / "lvd", "--base-lm", lm_dir, "--keywords", "big dog",
+                                "--any-keywords", "mat|sat", "--max-new-tokens", "6", "--num-samples", "4",
+                                "--seed", "1")
+    assert code == 0, err
+    for line in printed.splitlines():
+        words = line.split()
+        assert len(words) == 6 and " big dog " in f" {line} " and {"mat", "sat"} & set(words), line

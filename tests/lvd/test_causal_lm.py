@@ -93,6 +93,7 @@ def test_distill_lm_end_to_end_saves_language_models_with_the_lms_tokenizer(tiny
         assert lm.tokenizer.vocab_size == len(tokenizer) == lm.hmm.vocab_size
         assert lm.encode("the river") == tokenizer.encode("the river", add_special_tokens=False)
         assert len(lm.generate("", max_new_tokens=3, seed=0)) == 1
+        assert lm.score(["the river bank"])[0].num_tokens == 3
         # the reported held-out figure is the HMM's own mean log-likelihood per token of the test samples
         test, _ = lm_samples(*load_causal_lm(folder, "cpu")[0:2], 16, SETTINGS, split="test",
                              cache_dir=tmp_path / "samples", progress=False)
