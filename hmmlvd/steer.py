@@ -60,7 +60,7 @@ def generate_steered(model, tokenizer, lm: LanguageModel, prompt: str, constrain
     if decoding == "beam" and num_samples > num_beams:
         raise ValueError(f"beam search returns at most num_beams={num_beams} sequences; ask for --num-samples "
                          f"<= --num-beams, got {num_samples}")
-    if decoding != "beam" and decoding != "sample" and num_samples > 1:
+    if decoding == "greedy" and num_samples > 1:
         raise ValueError("greedy decoding gives one continuation; use --num-samples 1, or sampling / beam search")
     check_same_tokenizer(lm, tokenizer)
     window = lm.window
