@@ -22,6 +22,16 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
+def is_main_process() -> bool:
+    """Only rank 0 of a ``torch.distributed`` run writes files (every rank when not distributed)."""
+    return rank_and_world_size()[0] == 0
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` when given, else ``cuda`` when available, else ``cpu``: the default of every stage."""
+    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def default_backend() -> str:
     """``"nccl"`` when CUDA and NCCL are available, else ``"gloo"``."""
     return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"

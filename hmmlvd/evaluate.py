@@ -85,6 +85,21 @@ def log_likelihood(hmm, stream: Tensor, protocol: str, batch_size: int = 1024, p
     return total.item()
 
 
+def windows_perplexity(hmm, windows: Tensor, split: str = "test", batch_size: int = 1024,
+                       progress: bool = True) -> Perplexity:
+    """The perplexity of fixed-length sequences ``windows`` [N, T] scored one by one (the ``chunk`` protocol on
+    independent sequences, such as a causal LM's samples): exp(-sum log p(window) / #tokens), sharded across
+    ranks under ``torch.distributed``."""
+    if not isinstance(windows, Tensor) or windows.dim() != 2 or windows.dtype != torch.long or windows.numel() == 0:
+        raise ValueError("windows must be a non-empty [N, T] LongTensor of token ids")
+    progress = progress and rank_and_world_size()[0] == 0
+    total = torch.tensor(_batched_sum(hmm, shard(windows), batch_size, lambda normalizers: normalizers.sum(0),
+                                      f"chunk perplexity on {split} (h={hmm.num_states})", progress),
+                         dtype=torch.float64)
+    sum_across_ranks([total])
+    return Perplexity("chunk", split, math.exp(-total.item() / windows.numel()), total.item(), windows.numel())
+
+
 def perplexity(hmm, stream: Tensor, protocol: str, split: str = "test", batch_size: int = 1024,
                progress: bool = True) -> Perplexity:
     """The perplexity of ``stream`` (a split's token ids) under ``protocol``."""

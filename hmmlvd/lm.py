@@ -20,7 +20,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .constraints import DFA, all_of, constraint_log_prob, length_between, none_of, sample_constrained
+from .constraints import (DFA, all_of, any_of, constraint_log_prob, intersect, length_between, none_of,
+                          sample_constrained)
 from .hmm import HMM, check_sampling_options, sample_continuations, sliding_log_probs
 
 MODEL_TYPE = "language_model"
@@ -198,6 +199,37 @@ class LanguageModel:
                                  "choose words the model knows")
             phrases.append(ids)
         return phrases
+
+    def surface_forms(self, words: str | Sequence[str], what: str = "keywords") -> list[list[int]]:
+        """The token sequences of a concept: every word or phrase of ``words`` (its inflections, synonyms, ...)
+        as it reads inside a text. Where the tokenizer marks a preceding space (byte-level BPE: ``" river"``
+        is not ``"river"``) that is the spaced form; words it cannot encode (the unknown token) are left out,
+        and a ValueError says so when none is left."""
+        words = _as_list(words, what)
+        forms: list[list[int]] = []
+        for word in words:
+            spaced = self.encode(" " + word.strip())
+            if not spaced or (self.tokenizer.unk_id is not None and self.tokenizer.unk_id in spaced):
+                continue
+            if spaced not in forms:
+                forms.append(spaced)
+        if not forms:
+            raise ValueError(f"{what}: {words} are not in the vocabulary (they encode to the unknown token); "
+                             "choose words the model knows")
+        return forms
+
+    def concepts(self, concepts: Sequence[str | Sequence[str]], mode: str = "all") -> DFA:
+        """``mode="all"``: every concept appears; ``"any"``: at least one does. A concept is a word or phrase, or
+        a list of them any one of which counts (``["run", "runs", "ran"]``); see :meth:`surface_forms`."""
+        if mode not in ("all", "any"):
+            raise ValueError(f"mode must be 'all' or 'any', got {mode!r}")
+        if isinstance(concepts, str) or len(concepts) == 0:
+            raise ValueError(f"concepts must be a non-empty list of words or word lists, got {concepts!r}")
+        groups = [self.surface_forms(concept) for concept in concepts]
+        vocab = self.hmm.vocab_size
+        if mode == "any":
+            return any_of([form for group in groups for form in group], vocab)
+        return intersect(*(any_of(group, vocab) for group in groups))
 
     def keywords(self, words: Sequence[str]) -> DFA:
         """All of these words or phrases must appear in the continuation, in any order."""

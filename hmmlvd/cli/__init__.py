@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "eval", "score", "generate", "info", "image")
+SUBCOMMANDS = ("train", "distill-lm", "eval", "score", "generate", "info", "image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "patch circuits trained by latent variable distillation.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
 
 

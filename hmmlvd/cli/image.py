@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..data import IMAGE_DATASETS, load_images, train_valid_split
-from ..distributed import process_group_from_env, rank_and_world_size
+from ..distributed import is_main_process, process_group_from_env
 from ..io import read_json
 from ..loading import load
 from ..lvd.images.config import LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig
@@ -141,7 +141,7 @@ def run_train(args) -> int:
 
 
 def _say(line: str = "") -> None:
-    if rank_and_world_size()[0] == 0:
+    if is_main_process():
         print(line, flush=True)
 
 

@@ -8,32 +8,12 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .. import em
 from ..data import read_lines, wikitext2
-from ..distributed import process_group_from_env, rank_and_world_size
+from ..distributed import is_main_process, process_group_from_env, rank_and_world_size
 from ..io import atomic_write_json
 from ..lm import LanguageModel
-from ..lvd.distill import DistillConfig
 from ..lvd.encoder import ENCODER_DTYPES
-from ..lvd.recipe import INITS, RecipeConfig, is_main_process, train
-
-SEQ_LEN = 32
-# quick: the README job (LVD + random, trained and evaluated, <= 15 min on a 2-core CPU);
-# cpu: the h=128/256 comparison of bench/RESULTS.md; paper: Appendix C's 20 + 5 epochs on
-# every subsequence, distilled from every window (a GPU budget). EM on overlapping windows
-# (stride 8) beat disjoint chunks by 2x in test perplexity at the same epochs (bench/RESULTS.md).
-PRESETS = {
-    "quick": {"num_states": 128, "lvd_windows": 512, "train_windows": None, "train_stride": 8, "phase1_epochs": 2,
-              "phase2_epochs": 1, "batch_size": 16384, "eval_splits": "valid,test",
-              "eval_protocols": "chunk,sliding", "sliding_max_tokens": None},
-    "cpu": {"num_states": 128, "lvd_windows": 4096, "train_windows": None, "train_stride": 8, "phase1_epochs": 5,
-            "phase2_epochs": 1, "batch_size": 16384, "eval_splits": "valid,test", "eval_protocols": "chunk,sliding",
-            "sliding_max_tokens": None},
-    "paper": {"num_states": 256, "lvd_windows": None, "train_windows": None, "train_stride": 1, "phase1_epochs": 20,
-              "phase2_epochs": 5, "batch_size": 8192, "eval_splits": "valid,test",
-              "eval_protocols": "chunk,sliding", "sliding_max_tokens": None},
-}
-
+from ..lvd.recipe import INITS, RECIPE_PRESETS, RecipeConfig, resolve_preset, train
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -41,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Distill (or randomly initialise) a non-homogeneous HMM over 32-token windows of WikiText-2, "
                     "fine-tune it with the paper's two-phase mini-batch EM on the training windows, save it and "
                     "print its perplexities. Preset values apply unless the option is given explicitly.")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+    parser.add_argument("--preset", choices=sorted(RECIPE_PRESETS), default="quick",
                         help="defaults for the options below (default quick: the 15-minute README job)")
     parser.add_argument("--init", choices=INITS, default="lvd", help="initialisation (default lvd)")
     parser.add_argument("--compare-random", action="store_true",
@@ -96,18 +76,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(args) -> dict:
-    """Preset values overridden by the options given explicitly."""
-    settings = dict(PRESETS[args.preset])
-    for name in settings:
-        value = getattr(args, name, None)
-        if value is not None:
-            settings[name] = value
-    for name in ("lvd_windows", "train_windows", "sliding_max_tokens"):
-        settings[name] = settings[name] or None
-    settings["eval_splits"] = [s for s in settings["eval_splits"].split(",") if s]
-    settings["eval_protocols"] = [p for p in settings["eval_protocols"].split(",") if p]
-    return settings
+def _resolve(args, init: str) -> dict:
+    """The preset's settings overridden by the options given (the flat settings results.json records)."""
+    return resolve_preset(
+        args.preset, num_states=args.num_states, lvd_windows=args.lvd_windows, train_windows=args.train_windows,
+        train_stride=args.train_stride, phase1_epochs=args.phase1_epochs, phase2_epochs=args.phase2_epochs,
+        batch_size=args.batch_size, eval_splits=args.eval_splits, eval_protocols=args.eval_protocols,
+        sliding_max_tokens=args.sliding_max_tokens, phase1_step_size=args.phase1_step_size,
+        phase2_step_size=args.phase2_step_size, pseudocount=args.pseudocount, lvd_pseudocount=args.lvd_pseudocount,
+        encoder=args.encoder, encoder_batch_size=args.encoder_batch_size, encoder_dtype=args.encoder_dtype,
+        kmeans_iterations=args.kmeans_iterations, cache_dir=args.cache_dir, kmeans_backend=args.kmeans_backend,
+        init=init, seed=args.seed, checkpoints=not args.no_checkpoints, device=args.device, tf32=args.tf32,
+        progress=not args.no_progress and rank_and_world_size()[0] == 0)
 
 
 def _tokenizer(spec: str, lines_source):
@@ -116,23 +96,6 @@ def _tokenizer(spec: str, lines_source):
     from ..data.tokenizers import build_tokenizer  # sub-word tokenizers (another module of hmmlvd.data)
 
     return build_tokenizer(spec, lines_source())
-
-
-def recipe_config(init: str, settings: dict, args) -> RecipeConfig:
-    """The recipe configuration of one model from the resolved settings and the options."""
-    distill_config = DistillConfig(settings["num_states"], settings["lvd_windows"], encoder=args.encoder,
-                                   encoder_batch_size=args.encoder_batch_size, encoder_dtype=args.encoder_dtype,
-                                   kmeans_iterations=args.kmeans_iterations, pseudocount=args.lvd_pseudocount,
-                                   seed=args.seed, cache_dir=args.cache_dir, kmeans_backend=args.kmeans_backend)
-    schedule = em.TwoPhase(settings["phase1_epochs"], args.phase1_step_size, settings["phase2_epochs"],
-                           args.phase2_step_size)
-    return RecipeConfig(distill_config, init, schedule, batch_size=settings["batch_size"],
-                        pseudocount=args.pseudocount, seed=args.seed, seq_len=SEQ_LEN,
-                        train_stride=settings["train_stride"], train_windows=settings["train_windows"],
-                        eval_splits=tuple(settings["eval_splits"]), eval_protocols=tuple(settings["eval_protocols"]),
-                        sliding_max_tokens=settings["sliding_max_tokens"], checkpoints=not args.no_checkpoints,
-                        device=args.device, tf32=args.tf32,
-                        progress=not args.no_progress and rank_and_world_size()[0] == 0)
 
 
 def train_one(config: RecipeConfig, corpus, settings: dict, args, out: Path) -> dict:
@@ -166,18 +129,18 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    settings = _resolve(args)
     inits = [args.init] + (["random"] if args.compare_random and args.init != "random" else [])
-    configs = [recipe_config(init, settings, args) for init in inits]     # validates before loading data
+    settings = [_resolve(args, init) for init in inits]
+    configs = [RecipeConfig.from_settings(one) for one in settings]     # validates before loading data
     start = time.perf_counter()
     tokenizer = _tokenizer(args.tokenizer, lambda: read_lines(args.data_dir, not args.no_verify)[0]["train"])
     corpus = wikitext2(args.data_dir, tokenizer=tokenizer, verify=not args.no_verify)
     _say(f"WikiText-2 from {corpus.source}: train {len(corpus.train)}, valid {len(corpus.valid)}, "
           f"test {len(corpus.test)} tokens, vocabulary {corpus.tokenizer.vocab_size}")
     reports = []
-    for config in configs:
+    for config, one in zip(configs, settings):
         out = args.out if len(configs) == 1 else args.out / config.init
-        reports.append(train_one(config, corpus, settings, args, out))
+        reports.append(train_one(config, corpus, one, args, out))
     _say("\nsummary (perplexity; lower is better)")
     for report in reports:
         for row in report["perplexity"]:

@@ -41,16 +41,31 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
         self.tables = ConstraintTables(hmm, constraint, context_tokens, context_tokens + max_new_tokens)
         self.hmm, self.constraint = hmm, constraint
         self.prompt_length, self.max_new_tokens, self.context_tokens = prompt_length, max_new_tokens, context_tokens
+        self._known: dict[tuple[int, ...], tuple[Tensor, int]] = {}     # tokens read -> (p(z | them) [h], DFA state)
 
     def _state(self, input_ids: Tensor) -> tuple[Tensor, list[int], Tensor]:
-        """Per row: p(z_t | what the HMM has read), the DFA state, and whether the row holds only HMM tokens."""
+        """Per row: p(z_t | what the HMM has read), the DFA state, and whether the row holds only HMM tokens.
+
+        Each call keeps the rows' states keyed by the tokens read, so the next call (one token longer, rows in
+        any order, as beam search reorders them) moves each row by one filter step; rows it cannot match are
+        filtered from the start of the window.
+        """
         read = input_ids[:, self.prompt_length - self.context_tokens:]
         valid = ((read >= 0) & (read < self.hmm.vocab_size)).all(dim=1)
         tokens = read.clamp(0, self.hmm.vocab_size - 1).to(self.hmm.device)
-        state_probs = self.hmm.initial.double().expand(read.shape[0], -1)
-        for t in range(read.shape[1]):
-            state_probs = filter_step(self.hmm, state_probs, tokens[:, t], t)
-        dfa_states = [self.constraint.run(row[self.context_tokens:]) for row in tokens.tolist()]
+        rows = [tuple(row) for row in tokens.tolist()]
+        previous = [self._known.get(row[:-1]) for row in rows] if read.shape[1] > 0 else [None]
+        if all(entry is not None for entry in previous):
+            state_probs = filter_step(self.hmm, torch.stack([entry[0] for entry in previous]), tokens[:, -1],
+                                      read.shape[1] - 1)
+            dfa_states = [self.constraint.step(entry[1], row[-1]) if len(row) > self.context_tokens else entry[1]
+                          for entry, row in zip(previous, rows)]
+        else:
+            state_probs = self.hmm.initial.double().expand(read.shape[0], -1)
+            for t in range(read.shape[1]):
+                state_probs = filter_step(self.hmm, state_probs, tokens[:, t], t)
+            dfa_states = [self.constraint.run(row[self.context_tokens:]) for row in rows]
+        self._known = {row: (probs, dfa) for row, probs, dfa in zip(rows, state_probs, dfa_states)}
         return state_probs, dfa_states, valid
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:

@@ -1,6 +1,8 @@
 """Fixed-length windows over a token stream, as views (no copy of the stream)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -43,3 +45,38 @@ def chunk_windows(stream: Tensor, length: int = 32) -> Tensor:
     last = torch.full((1, length), MISSING, dtype=torch.long)
     last[0, :tail] = stream[len(stream) - tail:]
     return torch.cat([full, last])
+
+
+@dataclass(frozen=True)
+class WindowSplits:
+    """Fixed-length sequences in any tokenizer, split three ways: ``train`` [N, T], ``valid`` [M, T] and
+    ``test`` [K, T] LongTensors (for instance a causal LM's samples), with the ``tokenizer`` they are in.
+
+    The text recipe takes it where it takes a corpus of token streams; ``key`` names the data for caches.
+    """
+
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    tokenizer: object
+    key: str
+    source: str = "windows"
+
+    def __post_init__(self) -> None:
+        length = None
+        for name in ("train", "valid", "test"):
+            value = getattr(self, name)
+            if not isinstance(value, Tensor) or value.dim() != 2 or value.dtype != torch.long or len(value) == 0:
+                raise ValueError(f"WindowSplits.{name} must be a non-empty [N, T] LongTensor of token ids")
+            if length is not None and value.shape[1] != length:
+                raise ValueError(f"every split needs windows of one length; {name} has {value.shape[1]}, not {length}")
+            length = value.shape[1]
+
+    @property
+    def seq_len(self) -> int:
+        return self.train.shape[1]
+
+    def split(self, name: str) -> Tensor:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"split must be train, valid or test, got {name!r}")
+        return getattr(self, name)

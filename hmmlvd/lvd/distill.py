@@ -18,9 +18,11 @@ from .encoder import SuffixEncoder, check_encoder_dtype
 @dataclass(frozen=True)
 class DistillConfig:
     """LVD settings. ``num_windows=None`` distills from every training window (a GPU budget).
-    ``encoder_dtype`` is the encoder's precision, one of :data:`~hmmlvd.lvd.encoder.ENCODER_DTYPES`."""
+    ``encoder_dtype`` is the encoder's precision, one of :data:`~hmmlvd.lvd.encoder.ENCODER_DTYPES`.
+    ``num_states`` (h, the K-means clusters per position) may be left None when a
+    :class:`~hmmlvd.lvd.recipe.RecipeConfig` carries it (the recipe fills it in)."""
 
-    num_states: int
+    num_states: int | None = None
     num_windows: int | None = None
     encoder: str | None = None
     encoder_batch_size: int = 128
@@ -36,9 +38,9 @@ class DistillConfig:
         if self.kmeans_backend not in ("auto", "torch"):
             raise ValueError(f"kmeans_backend must be 'auto' (faiss in one process when installed) or 'torch', "
                              f"got {self.kmeans_backend!r}")
-        if self.num_states < 1:
+        if self.num_states is not None and self.num_states < 1:
             raise ValueError(f"num_states must be >= 1, got {self.num_states}")
-        if self.num_windows is not None and self.num_windows < self.num_states:
+        if self.num_states is not None and self.num_windows is not None and self.num_windows < self.num_states:
             raise ValueError(f"num_windows={self.num_windows} is below num_states={self.num_states}: K-means "
                              "needs at least one suffix per cluster; distill from more windows")
         if self.pseudocount < 0 or self.kmeans_iterations < 1 or self.encoder_batch_size < 1:
@@ -72,8 +74,12 @@ def select_windows(num_total: int, num_windows: int | None, seed: int) -> Tensor
 
 
 def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
-            encoder: SuffixEncoder | None = None, progress: bool = True) -> tuple[HMM, DistillStats]:
+            encoder=None, progress: bool = True) -> tuple[HMM, DistillStats]:
     """The LVD initialisation of a non-homogeneous HMM from training ``windows`` [N, T].
+
+    ``encoder`` is the teacher: a :class:`SuffixEncoder` (built from ``config`` when None) or any object
+    with its ``embed_block`` / ``cache_key`` interface, such as
+    :class:`~hmmlvd.lvd.causal_lm.HiddenStateTeacher` (a causal LM's own hidden states).
 
     ``data_key`` identifies the stream the windows come from (for the embedding cache). Under
     ``torch.distributed`` every rank passes all ``windows``; each embeds and counts its own shard of the
@@ -81,6 +87,9 @@ def distill(windows: Tensor, tokenizer, config: DistillConfig, data_key: str,
     """
     if windows.dim() != 2 or len(windows) == 0:
         raise ValueError(f"windows must be a non-empty [num_windows, length] tensor, got {tuple(windows.shape)}")
+    if config.num_states is None:
+        raise ValueError("DistillConfig.num_states is not set: give h as DistillConfig(num_states=...) or "
+                         "through RecipeConfig(num_states=...)")
     window_ids = select_windows(len(windows), config.num_windows, config.seed)
     rank, world_size = rank_and_world_size()
     local_ids = shard(window_ids)

@@ -21,7 +21,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..io import atomic_write_json, load_tensors, save_tensors
-from .encoder import SuffixEncoder
 from .text import suffix_texts
 
 CACHE_ENV = "HMMLVD_CACHE"
@@ -97,10 +96,12 @@ class EmbeddingCache:
                      {"format": FORMAT_VERSION})
 
 
-def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: SuffixEncoder, data_key: str,
+def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder, data_key: str,
                   cache_dir: str | os.PathLike | None = None, block_windows: int = 256,
                   progress: bool = True) -> tuple[Tensor, EmbeddingStats]:
-    """Embeddings [n, T, d] (fp16) of every suffix of ``windows[window_ids]``.
+    """Embeddings [n, T, d] (fp16) of every position of ``windows[window_ids]`` by the teacher ``encoder``:
+    a :class:`~hmmlvd.lvd.encoder.SuffixEncoder` embeds every suffix; any other teacher has
+    ``embed_block(windows [m, T], tokenizer, progress) -> [m, T, d]`` and ``cache_key() -> dict``.
 
     ``data_key`` names the data the window ids index into (e.g. :func:`stream_hash` plus
     the window length and stride). Under ``torch.distributed`` each rank passes its own part of
@@ -113,21 +114,33 @@ def embed_windows(windows: Tensor, window_ids: Tensor, tokenizer, encoder: Suffi
     length = windows.shape[1]
     cache = None
     if cache_dir is not False:
-        key = {"encoder": encoder.fingerprint, "precision": encoder.precision, "max_length": encoder.max_length,
-               "data": data_key, "eos_token": encoder.eos_token, "format": FORMAT_VERSION}
+        key = {**_teacher_key(encoder), "data": data_key, "format": FORMAT_VERSION}
         cache = EmbeddingCache(cache_dir or default_cache_dir(), key)
     found, missing = cache.lookup(window_ids) if cache is not None else ({}, window_ids)
     bar = tqdm(total=len(missing) * length, desc=f"embedding suffixes ({len(found)} windows cached)",
                unit="suffix", disable=not progress or len(missing) == 0, smoothing=0.1)
     start = time.perf_counter()
     for block in (missing.split(block_windows) if len(missing) else ()):
-        texts = [suffix_texts(windows[i].tolist(), tokenizer, encoder.unk_token, encoder.eos_token)
-                 for i in block.tolist()]
-        embedded = encoder.embed_token_ids(encoder.suffix_token_ids(texts), progress=bar)
-        embedded = embedded.view(len(block), length, -1).to(torch.float16)
+        embedded = _embed_block(encoder, windows[block], tokenizer, bar).to(torch.float16)
         if cache is not None:
             cache.add(block, embedded)
         found.update(zip(block.tolist(), embedded))
     bar.close()
     stats = EmbeddingStats(len(window_ids), len(missing) * length, time.perf_counter() - start)
     return torch.stack([found[i] for i in window_ids.tolist()]), stats
+
+
+def _teacher_key(encoder) -> dict:
+    """What a teacher's embeddings depend on besides the data: its ``cache_key()``, or a suffix encoder's fields."""
+    if hasattr(encoder, "cache_key"):
+        return encoder.cache_key()
+    return {"encoder": encoder.fingerprint, "precision": encoder.precision, "max_length": encoder.max_length,
+            "eos_token": encoder.eos_token}
+
+
+def _embed_block(encoder, windows: Tensor, tokenizer, bar) -> Tensor:
+    """Embeddings [m, T, d] of the windows [m, T]: the teacher's ``embed_block``, or every suffix's embedding."""
+    if hasattr(encoder, "embed_block"):
+        return encoder.embed_block(windows, tokenizer, bar)
+    texts = [suffix_texts(row, tokenizer, encoder.unk_token, encoder.eos_token) for row in windows.tolist()]
+    return encoder.embed_token_ids(encoder.suffix_token_ids(texts), progress=bar).view(*windows.shape, -1)

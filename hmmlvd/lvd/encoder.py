@@ -7,9 +7,7 @@ and punctuation mark; any other tokenizer, or a suffix that is not a clean cut, 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import itertools
-import json
 import os
 import queue
 import threading
@@ -19,6 +17,9 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from ..data.lm_samples import model_fingerprint
+from ..distributed import default_device
 
 
 def default_encoder() -> str:
@@ -60,19 +61,8 @@ def _cpu_has_bf16_matrix_units() -> bool:
     return any(check is not None and check() for check in checks)
 
 
-def encoder_fingerprint(model, tokenizer) -> str:
-    """SHA-256 of what an encoder computes: its config (minus where it was loaded from), its tokenizer and
-    every weight's name, dtype, shape and bytes in name order. Equal for copies of one model at two paths."""
-    config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    digest.update((backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True))
-                  .encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+#: SHA-256 of what an encoder computes (config, tokenizer, weights), equal for copies at two paths.
+encoder_fingerprint = model_fingerprint
 
 
 class SuffixEncoder:
@@ -90,7 +80,7 @@ class SuffixEncoder:
         if batch_size < 1 or max_length < 2:
             raise ValueError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
         self.name = str(name_or_path) if name_or_path is not None else default_encoder()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         self.amp_dtype = autocast_dtype(dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.name)

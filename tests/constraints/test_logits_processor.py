@@ -112,3 +112,21 @@ def test_bad_inputs_raise_clear_errors():
     processor = HMMConstraintLogitsProcessor(hmm, all_of([[1]], 10), prompt_length=1, max_new_tokens=3)
     with pytest.raises(ValueError, match="trained on the base model's tokenizer"):
         processor(torch.tensor([[5]]), torch.zeros(1, 8))
+
+
+def test_incremental_states_equal_filtering_from_scratch_when_rows_are_reordered():
+    """The processor moves each row's cached state one token on; a fresh processor filters every row from
+    the start. They agree at every step, also when the rows come back permuted (beam search) or unknown."""
+    hmm = HMM.random(HMMConfig(num_states=5, vocab_size=6, seq_len=8), seed=2, dtype=torch.float64)
+    dfa = all_of([[1], [2, 3]], 6)
+    kept = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=2, max_new_tokens=5, context_tokens=1)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.tensor([[0, 4], [0, 5], [0, 1]])
+    for step in range(5):
+        scores = torch.randn(3, 6, generator=generator)
+        fresh = HMMConstraintLogitsProcessor(hmm, dfa, prompt_length=2, max_new_tokens=5, context_tokens=1)
+        torch.testing.assert_close(kept(ids, scores), fresh(ids, scores), rtol=0, atol=1e-12)
+        order = torch.tensor([2, 0, 0]) if step == 2 else torch.arange(3)        # a beam-search reorder
+        ids = torch.cat([ids[order], torch.randint(0, 6, (3, 1), generator=generator)], dim=1)
+        if step == 3:
+            ids[1, 3] = (ids[1, 3] + 1) % 6           # a row the processor has not seen: filtered from scratch

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ...distributed import concat_shards, rank_and_world_size, shard
+from ...distributed import concat_shards, is_main_process, shard
 from ...io import load_tensors, save_tensors
 from ..kmeans import cluster_positions
 from .config import ImageRecipeConfig
@@ -66,7 +66,7 @@ def teacher_for(images: Tensor, config: ImageRecipeConfig, patch_size: int, *, d
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
             subset = images[order[:config.teacher_images].sort().values]
         teacher = train_teacher(subset, teacher_config, cache_dir=config.cache_dir, progress=config.progress)
-        if folder is not None and rank_and_world_size()[0] == 0:
+        if folder is not None and is_main_process():
             teacher.save_pretrained(folder)
     if teacher.patch_size != patch_size:
         source = f" in {config.teacher_path}" if config.teacher_path is not None else ""
@@ -140,7 +140,7 @@ def _read_stage(directory: Path | None, name: str, key: str, resume: bool):
 
 def _write_stage(directory: Path | None, name: str, key: str, tensors: dict[str, Tensor],
                  context: PatchContext) -> None:
-    if directory is not None and rank_and_world_size()[0] == 0:
+    if directory is not None and is_main_process():
         save_tensors(directory / name, tensors, {"key": key, "context": json.dumps(context.as_dict())})
 
 

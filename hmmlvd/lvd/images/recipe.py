@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ... import pc
 from ...data.patches import default_patch_size, patchify
-from ...distributed import rank_and_world_size
+from ...distributed import is_main_process, rank_and_world_size
 from ...io import atomic_write_json
 from .config import MODELS, PRESETS, ImageRecipeConfig
 from .distil import distil_latents, teacher_for
@@ -124,7 +124,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         test = f", test {trained.test_bpd:.4f}" if trained.test_bpd is not None else ""
         log(f"[{trained.name}] {trained.num_parameters:,} parameters: valid {trained.valid_bpd:.4f}{test} bpd")
     result = ImageRecipeResult(models, teacher if "lvd" in config.models else None, assignments, stage_seconds)
-    if run.directory is not None and rank_and_world_size()[0] == 0:
+    if run.directory is not None and is_main_process():
         result.save(run.directory, description)
     return result
 

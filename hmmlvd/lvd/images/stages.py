@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ... import em, pc
-from ...distributed import concat_shards, rank_and_world_size, shard
+from ...distributed import concat_shards, default_device, is_main_process, shard
 from ...io import atomic_write_json, read_json
 from .config import ImageRecipeConfig
 from .model import PatchImageModel
@@ -69,7 +69,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return default_device(self.config.device)
 
     def fit_options(self, stage: str) -> dict:
         """``em.fit`` options of ``stage``: the config's EM settings and the stage's checkpoints."""
@@ -95,7 +95,7 @@ class Run:
 
     def keep(self, stage: str, model, record: dict) -> None:
         """Save ``stage``'s model, then its record (the record marks the stage finished); rank 0 alone writes."""
-        if self.directory is None or rank_and_world_size()[0] != 0:
+        if self.directory is None or not is_main_process():
             return
         model.save_pretrained(self.directory / STAGES_DIR / stage)
         atomic_write_json(self.directory / STAGES_DIR / f"{stage}.json", record)
