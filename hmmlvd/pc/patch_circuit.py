@@ -3,9 +3,10 @@
 ``p(Z_1..Z_P)`` is an HCLT over the patch latents (hidden size ``latent_hidden_size``, k by default) whose leaf
 for ``Z_i`` is replaced by the mixture ``Σ_c p(z_i = c | h_i) p(x_i | z_i = c)``; every ``p(X_i | Z_i = c)`` is an
 HCLT over the patch's ``D`` values (hidden size ``hidden_size``), with its own parameters for every (i, c), or
-with ``tied=True`` one shared set of k patch models. All sub-circuits share one value tree, so each tree level
+with ``tied=True`` one shared set of k patch models. All sub-circuits share one value tree, so each tree node
 is one batched GEMM over every (patch, cluster, example). It is one exact, normalised circuit, evaluated in
-log space; the EM methods make ``hmmlvd.em.fit(circuit, x, schedule)`` train it on patches ``x`` [N, P, D].
+scaled probability space (:mod:`.tree_pass`); the EM methods make ``hmmlvd.em.fit(circuit, x, schedule)`` train
+it on patches ``x`` [N, P, D].
 """
 from __future__ import annotations
 
@@ -100,7 +101,6 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
-        self._log_table: tuple[Tensor, int, Tensor] | None = None     # (emissions, their version, log of them)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -227,19 +227,10 @@ class PatchCircuit:
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
 
-    def log_emission_rows(self, rows: Tensor) -> Tensor:
-        """``log`` of the emission rows ``rows`` (indices into :meth:`_patch_views`' [G·D·K, H] table), a new
-        [len(rows), H] tensor. The log of the whole table is kept between calls while it is no larger than four
-        chunk buffers (it is taken again when the emissions are replaced or changed in place); a larger table has
-        only the gathered rows' log taken."""
-        emissions = self._params["patch_emissions"]
-        table = emissions.view(-1, self.config.hidden_size)
-        if emissions.numel() > 4 * self.chunk_elements:
-            return table.index_select(0, rows).clamp_min_(self._tiny).log_()
-        cached = self._log_table
-        if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
-            cached = self._log_table = (emissions, emissions._version, table.clamp_min(self._tiny).log())
-        return cached[2].index_select(0, rows)
+    def emission_rows(self, rows: Tensor) -> Tensor:
+        """The emission rows ``rows`` (indices into :meth:`patch_tables`' [G·D·K, H] table), a new [len(rows), H]
+        tensor of probabilities."""
+        return self._params["patch_emissions"].view(-1, self.config.hidden_size).index_select(0, rows)
 
     def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
@@ -249,7 +240,7 @@ class PatchCircuit:
         return per_group.view(patches, clusters, batch_size).permute(2, 0, 1)
 
     def from_clusters(self, values: Tensor) -> Tensor:
-        """[B, P, k] -> [G, M] (the inverse of :meth:`_to_clusters`)."""
+        """[B, P, k] -> [G, M] (the inverse of :meth:`to_clusters`)."""
         batch_size, patches, clusters = values.shape
         if self.config.tied:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
@@ -270,9 +261,9 @@ class PatchCircuit:
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = self.log_emission_rows(rows).view(stacks, clusters, values, width, hidden)
+        leaf = self.emission_rows(rows).view(stacks, clusters, values, width, hidden)
         if missing is not None:
-            leaf.masked_fill_(missing[..., None], 0.0)
+            leaf.masked_fill_(missing[..., None], 1.0)
         passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
         return passed, rows, missing
 
@@ -295,8 +286,8 @@ class PatchCircuit:
         shift = per_patch.amax(-1, keepdim=True)
         probs = torch.exp(per_patch - shift)
         sums = torch.matmul(probs, emissions.transpose(1, 2)).clamp_min_(self._tiny)         # [P, B, Ht]
-        passed = upward(self.latent_plan, (sums.log() + shift)[None], self._params["latent_transitions"],
-                        self._params["latent_root"])
+        passed = upward(self.latent_plan, sums[None].clone(), self._params["latent_transitions"],
+                        self._params["latent_root"], log_scale=shift.sum(0).T)
         return passed, probs, sums
 
     def latent_backward(self, latent: tuple[TreePass, Tensor, Tensor], counts: dict[str, Tensor]) -> Tensor:

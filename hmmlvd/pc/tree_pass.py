@@ -1,11 +1,15 @@
-"""Vectorised passes over many hidden Chow–Liu trees of one shape at once (log space).
+"""Vectorised passes over many hidden Chow–Liu trees of one shape at once (scaled probability space).
 
 A tree over ``D`` variables with hidden size ``H``: variable ``v`` has a hidden state ``h_v`` and a leaf
-factor ``leaf[v, h_v]`` (a log value given by the caller); every non-root ``v`` has a transition
-``p(h_v | h_parent(v))`` and the root a prior ``p(h_root)``. ``G`` trees share the structure and each has
-its own parameters; values are laid out ``[G, D, M, H]`` for ``M`` columns (examples) per tree. The upward
-pass runs level by level (leaves first), one batched GEMM per level; the downward pass gives the flows
-(posterior marginals of every hidden state) and the expected counts of every parameter.
+factor ``leaf[v, h_v]`` (a probability given by the caller, 1 for a missing value); every non-root ``v`` has a
+transition ``p(h_v | h_parent(v))`` and the root a prior ``p(h_root)``. ``G`` trees share the structure and each
+has its own parameters; values are laid out ``[G, D, M, H]`` for ``M`` columns (examples) per tree.
+
+As in the HMM engine (:mod:`hmmlvd.hmm.inference`), the passes run in probability space: the upward pass visits
+the nodes children first, divides each node's value by its sum over ``H`` (keeping the log of the sums, so no
+exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to its parent. The downward pass
+gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
+Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 """
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class TreePlan:
-    """The levels of a rooted tree: ``levels[h] = (nodes, transition rows, parents)`` of the non-root nodes of
-    height ``h`` (leaves first). Transitions are stored for the non-root nodes in increasing id order."""
+    """A rooted tree: ``order`` lists the non-root nodes children first (by height, then id); ``rows[v]`` is the
+    transition row of non-root node ``v`` (transitions are stored for the non-root nodes in increasing id order)."""
 
     parents: tuple[int, ...]
     root: int
-    levels: tuple[tuple[Tensor, Tensor, Tensor], ...]
+    order: tuple[int, ...]
+    rows: tuple[int, ...]
 
     @property
     def num_nodes(self) -> int:
@@ -46,7 +51,9 @@ def check_tree(parents) -> tuple[int, ...]:
 
 
 def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
-    """The :class:`TreePlan` of the tree given by ``parents`` (``-1`` for the root)."""
+    """The :class:`TreePlan` of the tree given by ``parents`` (``-1`` for the root); ``device`` is unused (the
+    plan holds Python ints only) and kept for the callers' convenience."""
+    del device
     parents = check_tree(parents)
     height = [0] * len(parents)
     changed = True
@@ -56,73 +63,80 @@ def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
             if parent >= 0 and height[parent] < height[node] + 1:
                 height[parent], changed = height[node] + 1, True
     root = parents.index(-1)
-    row = {node: index for index, node in enumerate(v for v in range(len(parents)) if v != root)}
-    levels = []
-    for level in range(max(height) + 1):
-        nodes = [v for v in range(len(parents)) if height[v] == level and v != root]
-        if nodes:
-            levels.append(tuple(torch.tensor(ids, dtype=torch.long, device=device)
-                                for ids in (nodes, [row[v] for v in nodes], [parents[v] for v in nodes])))
-    return TreePlan(parents, root, tuple(levels))
+    non_root = [v for v in range(len(parents)) if v != root]
+    rows = [-1] * len(parents)
+    for index, node in enumerate(non_root):
+        rows[node] = index
+    order = tuple(sorted(non_root, key=lambda v: (height[v], v)))
+    return TreePlan(parents, root, order, tuple(rows))
 
 
 @dataclass
 class TreePass:
     """What the upward pass leaves for the downward one.
 
-    ``values[g, v, m, h]`` is the log value of the subtree of ``v`` given ``h_v = h`` (leaf plus the messages
-    of its children); ``level_sums``/``level_shifts`` the (shifted) message sums of each level.
+    ``values[g, v, m]`` is the value of the subtree of ``v`` given ``h_v`` (leaf times the messages of its
+    children) divided by its sum over ``h_v``; ``messages[j]`` ``[G, M, H_parent]`` is what the node
+    ``plan.order[j]`` sent to its parent, ``Σ_h p(h | h_parent) values[:, v, :, h]``.
     """
 
-    values: Tensor
-    level_sums: list[Tensor]        # [G, n, M, H_parent]
-    level_shifts: list[Tensor]      # [G, n, M, 1]
-    root_probs: Tensor              # [G, M, H]
-    root_sums: Tensor               # [G, M]
+    values: Tensor                  # [G, D, M, H]
+    messages: list[Tensor]          # D-1 of [G, M, H]
+    root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
 
 
-def _shifted_exp(values: Tensor) -> tuple[Tensor, Tensor]:
-    shift = values.amax(-1, keepdim=True)
-    return torch.exp(values - shift), shift
+def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
+    """Divide ``node`` [G, M, H] by its sums over H, written into ``sums`` [G, M] (clamped at ``tiny``)."""
+    torch.sum(node, -1, out=sums)
+    sums.clamp_min_(tiny)
+    node.div_(sums[..., None])
 
 
-def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor) -> TreePass:
-    """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (overwritten with the values),
-    ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``."""
+def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
+           log_scale: Tensor | None = None) -> TreePass:
+    """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
+    values), ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M],
+    when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by)."""
     tiny = torch.finfo(leaf.dtype).tiny
-    values, sums_per_level, shifts = leaf, [], []
-    for nodes, rows, parents in plan.levels:
-        probs, shift = _shifted_exp(values.index_select(1, nodes))                    # [G, n, M, H]
-        weights = transitions.index_select(1, rows)                                     # [G, n, Hp, Hc]
-        sums = torch.matmul(probs, weights.transpose(-1, -2)).clamp_min_(tiny)          # [G, n, M, Hp]
-        values.index_add_(1, parents, sums.log() + shift)
-        sums_per_level.append(sums)
-        shifts.append(shift)
-    root_probs, root_shift = _shifted_exp(values[:, plan.root])                         # [G, M, H]
-    root_sums = torch.matmul(root_probs, root_weights[:, :, None])[..., 0].clamp_min_(tiny)
-    return TreePass(values, sums_per_level, shifts, root_probs, root_sums, root_sums.log() + root_shift[..., 0])
+    values, messages = leaf, []
+    groups, num_nodes, columns, _ = values.shape
+    sums = torch.empty(num_nodes, groups, columns, dtype=values.dtype, device=values.device)
+    for node in plan.order:
+        below = values[:, node]                                                         # [G, M, Hc]
+        _normalize(below, sums[node], tiny)
+        weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
+        message = torch.bmm(below, weights.transpose(1, 2)).clamp_min_(tiny)             # [G, M, Hp]
+        values[:, plan.parents[node]].mul_(message)
+        messages.append(message)
+    top = values[:, plan.root]
+    _normalize(top, sums[plan.root], tiny)
+    root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
+    log_likelihood = sums.log_().sum(0) + root_sums.log()
+    if log_scale is not None:
+        log_likelihood += log_scale
+    return TreePass(values, messages, root_sums, log_likelihood)
 
 
 def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, root_flows: Tensor, *,
              transition_counts: Tensor | None = None, root_counts: Tensor | None = None) -> Tensor:
-    """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state); adds the
-    expected counts into ``transition_counts`` ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
+    """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state), written over
+    ``forward.values`` (the pass cannot be used again); adds the expected counts into ``transition_counts``
+    ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
     values = forward.values
-    flows = torch.zeros_like(values)
-    top = forward.root_probs * root_weights[:, None, :] * (root_flows / forward.root_sums)[..., None]
-    flows[:, plan.root] = top
+    top = values[:, plan.root]
+    top.mul_(root_weights[:, None, :]).mul_((root_flows / forward.root_sums)[..., None])
     if root_counts is not None:
         root_counts += top.sum(1)
-    for (nodes, rows, parents), sums, shift in zip(reversed(plan.levels), reversed(forward.level_sums),
-                                                    reversed(forward.level_shifts)):
-        ratio = flows.index_select(1, parents) / sums                                   # [G, n, M, Hp]
-        probs = torch.exp(values.index_select(1, nodes) - shift)                        # [G, n, M, Hc]
-        weights = transitions.index_select(1, rows)
-        flows.index_copy_(1, nodes, probs * torch.matmul(ratio, weights))
+    for node, message in zip(reversed(plan.order), reversed(forward.messages)):
+        ratio = torch.div(values[:, plan.parents[node]], message, out=message)          # [G, M, Hp]
+        below = values[:, node]                                                         # [G, M, Hc]
+        weights = transitions[:, plan.rows[node]]
         if transition_counts is not None:
-            transition_counts.index_add_(1, rows, weights * torch.matmul(ratio.transpose(-1, -2), probs))
-    return flows
+            transition_counts[:, plan.rows[node]].addcmul_(weights, torch.bmm(ratio.transpose(1, 2), below))
+        below.mul_(torch.bmm(ratio, weights))
+    forward.messages = []
+    return values
 
 
 def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
@@ -139,11 +153,11 @@ def sample_states(plan: TreePlan, forward: TreePass, transitions: Tensor, root_w
     values = forward.values
     groups, num_nodes, columns, hidden = values.shape
     states = torch.zeros(groups, num_nodes, columns, dtype=torch.long, device=values.device)
-    states[:, plan.root] = sample_categorical(root_weights.clamp_min(tiny).log()[:, None] + values[:, plan.root],
-                                              generator)
-    for nodes, rows, parents in reversed(plan.levels):
-        parent_states = states.index_select(1, parents)                                 # [G, n, M]
-        log_weights = transitions.index_select(1, rows).clamp_min(tiny).log()           # [G, n, Hp, Hc]
-        chosen_rows = torch.gather(log_weights, 2, parent_states[..., None].expand(-1, -1, -1, hidden))
-        states[:, nodes] = sample_categorical(chosen_rows + values.index_select(1, nodes), generator)
+    top = root_weights[:, None, :] * values[:, plan.root]
+    states[:, plan.root] = sample_categorical(top.clamp_min_(tiny).log_(), generator)
+    for node in reversed(plan.order):
+        parent_states = states[:, plan.parents[node]]                                   # [G, M]
+        weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
+        chosen_rows = torch.gather(weights, 1, parent_states[..., None].expand(-1, -1, hidden))
+        states[:, node] = sample_categorical((chosen_rows * values[:, node]).clamp_min_(tiny).log_(), generator)
     return states
