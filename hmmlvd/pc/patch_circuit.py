@@ -101,6 +101,7 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
+        self._tied_table: tuple[Tensor, int, Tensor] | None = None    # (emissions, their version, [D·K, k·H] table)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -121,12 +122,15 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
+            table_counts = self.emission_table_counts() if self.config.tied else None
             for part in self.chunks(len(x), self.grouped_size):
                 passed, rows, missing = self.patch_forward(x[part])
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self.latent_backward(latent, counts)
-                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts)
+                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts, table_counts)
                 results.append(latent[0].log_likelihood[0])
+            if table_counts is not None:
+                self.fold_emission_counts(table_counts, counts)
         return torch.cat(results)
 
     def log_likelihood(self, batch: Tensor) -> Tensor:
@@ -228,9 +232,18 @@ class PatchCircuit:
                 self._params["patch_emissions"].view(-1, hidden))
 
     def emission_rows(self, rows: Tensor) -> Tensor:
-        """The emission rows ``rows`` (indices into :meth:`patch_tables`' [G·D·K, H] table), a new [len(rows), H]
-        tensor of probabilities."""
-        return self._params["patch_emissions"].view(-1, self.config.hidden_size).index_select(0, rows)
+        """The emission rows ``rows``, a new tensor of probabilities. Untied: rows of :meth:`patch_tables`' [G·D·K, H]
+        table, [len(rows), H]. Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
+        value x at position v side by side (so a gather and a count scatter move k·H contiguous numbers per
+        value); it is laid out once and kept while the emissions are neither replaced nor changed in place."""
+        emissions = self._params["patch_emissions"]
+        if not self.config.tied:
+            return emissions.view(-1, self.config.hidden_size).index_select(0, rows)
+        cached = self._tied_table
+        if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
+            table = emissions[0].permute(1, 2, 0, 3).reshape(-1, emissions.shape[1] * emissions.shape[-1])
+            cached = self._tied_table = (emissions, emissions._version, table)
+        return cached[2].index_select(0, rows)
 
     def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
@@ -247,37 +260,63 @@ class PatchCircuit:
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
     def patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
-        """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples.
-        Returns the pass, the emission rows of the leaves and the mask of missing values (None when none is)."""
-        config, stacks = self.config, self._stacks()
+        """Every sub-circuit on every column: tied columns are (patch, example) pairs (column i·B + b), untied ones
+        examples. Returns the pass, the emission rows of the leaves (see :meth:`emission_rows`) and the mask of
+        missing values ([stacks, 1, D, M]; None when none is)."""
+        config = self.config
         values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
-        if config.tied:
-            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # column i·B + b
-        else:
-            columns = x.permute(1, 2, 0).reshape(stacks, 1, values, -1)                   # [P, 1, D, B]
-        width = columns.shape[-1]
         root, transitions, _ = self.patch_tables()
-        base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
+        if config.tied:
+            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # [1, 1, D, M]
+            base = torch.arange(values, device=self.device).view(1, 1, values, 1)
+        else:
+            columns = x.permute(1, 2, 0).reshape(config.num_patches, 1, values, -1)       # [P, 1, D, B]
+            base = torch.arange(self.num_sub_circuits * values, device=self.device).view(-1, clusters, values, 1)
+        width = columns.shape[-1]
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = self.emission_rows(rows).view(stacks, clusters, values, width, hidden)
+        leaf = self.emission_rows(rows)
+        if config.tied:                                                 # [D·M, k·H] -> [k, D, M, H]
+            leaf = leaf.view(values, width, clusters, hidden).permute(2, 0, 1, 3).contiguous()
+        leaf = leaf.view(-1, values, width, hidden)
         if missing is not None:
-            leaf.masked_fill_(missing[..., None], 1.0)
-        passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
+            leaf.view(len(missing), clusters, values, width, hidden).masked_fill_(missing[..., None], 1.0)
+        passed = upward(self.value_plan, leaf, transitions, root)
         return passed, rows, missing
 
     def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
-                        counts: dict[str, Tensor]) -> None:
+                       counts: dict[str, Tensor], table_counts: Tensor | None = None) -> None:
+        """Adds the patch models' counts given the flows ``root_flows`` [G, M] into their roots (the posterior of
+        each sub-circuit): a tied circuit's emission counts go into ``table_counts`` (:meth:`emission_table_counts`,
+        folded into ``counts`` by :meth:`fold_emission_counts`) when given, else straight into ``counts``."""
         root, transitions, _ = self.patch_tables()
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
-                         root_counts=counts["patch_root"].view(root.shape))
-        stacks, hidden = self._stacks(), self.config.hidden_size
-        flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:])
+                         root_counts=counts["patch_root"].view(root.shape))             # [G, D, M, H]
+        config = self.config
         if missing is not None:
-            flows.masked_fill_(missing[..., None], 0.0)
-        counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+            flows.view(len(missing), config.num_clusters, *flows.shape[1:]).masked_fill_(missing[..., None], 0.0)
+        if not config.tied:
+            counts["patch_emissions"].view(-1, config.hidden_size).index_add_(0, rows, flows.view(-1, config.hidden_size))
+            return
+        own = table_counts is None
+        table_counts = self.emission_table_counts() if own else table_counts
+        table_counts.index_add_(0, rows, flows.permute(1, 2, 0, 3).reshape(len(rows), -1))
+        if own:
+            self.fold_emission_counts(table_counts, counts)
+
+    def emission_table_counts(self) -> Tensor:
+        """Zero counts laid out as the tied emission table of :meth:`emission_rows`, [D·K, k·H]."""
+        config = self.config
+        return torch.zeros(config.values_per_patch * config.num_categories, config.num_clusters * config.hidden_size,
+                           dtype=self.dtype, device=self.device)
+
+    def fold_emission_counts(self, table_counts: Tensor, counts: dict[str, Tensor]) -> None:
+        """Add ``table_counts`` [D·K, k·H] (tied) into ``counts["patch_emissions"]`` [1, k, D, K, H]."""
+        config = self.config
+        counts["patch_emissions"][0] += table_counts.view(config.values_per_patch, config.num_categories,
+                                                          config.num_clusters, config.hidden_size).permute(2, 0, 1, 3)
 
     def latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
         """The HCLT over the latents, its leaf for Z_i being the mixture over clusters of the patch likelihoods."""

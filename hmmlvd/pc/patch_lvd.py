@@ -86,11 +86,11 @@ def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPas
     columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=device)
     columns[block, slot] = flat[order]
     columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
-    root, transitions, _ = circuit.patch_tables()
+    root, transitions, emissions = circuit.patch_tables()
     base = (block_group[:, None] * values + torch.arange(values, device=device))[..., None]           # [nb, D, 1]
     rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
     observed = columns >= 0
-    leaf = circuit.emission_rows(rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 1.0)
+    leaf = emissions.index_select(0, rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 1.0)
     transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
     passed = upward(circuit.value_plan, leaf, transitions, root)
     column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
