@@ -232,16 +232,17 @@ class PatchCircuit:
                 self._params["patch_emissions"].view(-1, hidden))
 
     def emission_rows(self, rows: Tensor) -> Tensor:
-        """The emission rows ``rows``, a new tensor of probabilities. Untied: rows of :meth:`patch_tables`' [G·D·K, H]
-        table, [len(rows), H]. Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
+        """The emission rows ``rows``, a new tensor of probabilities clamped at ``tiny`` (see
+        :func:`.tree_pass.upward`). Untied: rows of :meth:`patch_tables`' [G·D·K, H] table, [len(rows), H]. Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
         value x at position v side by side (so a gather and a count scatter move k·H contiguous numbers per
         value); it is laid out once and kept while the emissions are neither replaced nor changed in place."""
         emissions = self._params["patch_emissions"]
         if not self.config.tied:
-            return emissions.view(-1, self.config.hidden_size).index_select(0, rows)
+            return emissions.view(-1, self.config.hidden_size).index_select(0, rows).clamp_min_(self._tiny)
         cached = self._tied_table
         if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
             table = emissions[0].permute(1, 2, 0, 3).reshape(-1, emissions.shape[1] * emissions.shape[-1])
+            table = table.clamp_min(self._tiny)
             cached = self._tied_table = (emissions, emissions._version, table)
         return cached[2].index_select(0, rows)
 

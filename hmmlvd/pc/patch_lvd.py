@@ -90,7 +90,8 @@ def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPas
     base = (block_group[:, None] * values + torch.arange(values, device=device))[..., None]           # [nb, D, 1]
     rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
     observed = columns >= 0
-    leaf = emissions.index_select(0, rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 1.0)
+    leaf = emissions.index_select(0, rows).clamp_min_(torch.finfo(circuit.dtype).tiny).view(*columns.shape, hidden)
+    leaf.masked_fill_(~observed[..., None], 1.0)
     transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
     passed = upward(circuit.value_plan, leaf, transitions, root)
     column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
@@ -118,7 +119,7 @@ def _observed_latent_forward(circuit: PatchCircuit, z: Tensor) -> TreePass:
     tables = circuit.parameters
     emissions = tables["latent_emissions"].transpose(1, 2)                                             # [P, k, Ht]
     per_patch = z.T[..., None].expand(-1, -1, circuit.config.latent_hidden_size)                      # [P, B, Ht]
-    leaf = torch.gather(emissions, 1, per_patch)
+    leaf = torch.gather(emissions, 1, per_patch).clamp_min_(torch.finfo(circuit.dtype).tiny)
     return upward(circuit.latent_plan, leaf[None].contiguous(), tables["latent_transitions"], tables["latent_root"])
 
 

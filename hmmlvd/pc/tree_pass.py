@@ -86,33 +86,34 @@ class TreePass:
     log_likelihood: Tensor          # [G, M]
 
 
-def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
-    """Divide ``node`` [G, M, H] by its sums over H, written into ``sums`` [G, M] (clamped at ``tiny``)."""
-    torch.sum(node, -1, out=sums)
-    sums.clamp_min_(tiny)
-    node.div_(sums[..., None])
+def _normalize(node: Tensor, tiny: float) -> Tensor:
+    """Divide ``node`` [G, M, H] by its sums over H (clamped at ``tiny``); returns the sums [G, M, 1]."""
+    sums = node.sum(-1, keepdim=True).clamp_min_(tiny)
+    node.div_(sums)
+    return sums
 
 
 def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
            log_scale: Tensor | None = None) -> TreePass:
     """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
     values), ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M],
-    when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by)."""
+    when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by).
+
+    The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
+    message (a transition row has a positive entry), so the downward pass never divides by zero."""
     tiny = torch.finfo(leaf.dtype).tiny
-    values, messages = leaf, []
-    groups, num_nodes, columns, _ = values.shape
-    sums = torch.empty(num_nodes, groups, columns, dtype=values.dtype, device=values.device)
+    values, messages, sums = leaf, [], []
     for node in plan.order:
         below = values[:, node]                                                         # [G, M, Hc]
-        _normalize(below, sums[node], tiny)
+        sums.append(_normalize(below, tiny))
         weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
-        message = torch.bmm(below, weights.transpose(1, 2)).clamp_min_(tiny)             # [G, M, Hp]
+        message = torch.bmm(below, weights.transpose(1, 2))                             # [G, M, Hp]
         values[:, plan.parents[node]].mul_(message)
         messages.append(message)
     top = values[:, plan.root]
-    _normalize(top, sums[plan.root], tiny)
+    sums.append(_normalize(top, tiny))
     root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
-    log_likelihood = sums.log_().sum(0) + root_sums.log()
+    log_likelihood = torch.cat(sums, -1).log_().sum(-1) + root_sums.log()
     if log_scale is not None:
         log_likelihood += log_scale
     return TreePass(values, messages, root_sums, log_likelihood)
