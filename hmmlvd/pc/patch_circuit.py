@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..em import NORMALIZATION_TOLERANCE, ParameterGroup, check_distributions
 from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
-from .tree_pass import TreePass, check_tree, downward, plan_tree, upward
+from .tree_pass import TreePass, Workspace, check_tree, downward, empty, plan_tree, upward
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
@@ -123,11 +123,13 @@ class PatchCircuit:
         x, results = self.check_patches(batch), []
         with torch.no_grad():
             table_counts = self.emission_table_counts() if self.config.tied else None
+            workspace = Workspace()
             for part in self.chunks(len(x), self.grouped_size):
-                passed, rows, missing = self.patch_forward(x[part])
+                passed, rows, missing = self.patch_forward(x[part], workspace)
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self.latent_backward(latent, counts)
-                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts, table_counts)
+                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts, table_counts,
+                                    workspace)
                 results.append(latent[0].log_likelihood[0])
             if table_counts is not None:
                 self.fold_emission_counts(table_counts, counts)
@@ -146,10 +148,10 @@ class PatchCircuit:
     # ------------------------------------------------------------------ queries
     def cluster_log_likelihoods(self, batch: Tensor) -> Tensor:
         """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
-        x, results = self.check_patches(batch), []
+        x, results, workspace = self.check_patches(batch), [], Workspace()
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
-                passed, _, _ = self.patch_forward(x[part])
+                passed, _, _ = self.patch_forward(x[part], workspace)
                 results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
@@ -231,20 +233,22 @@ class PatchCircuit:
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
 
-    def emission_rows(self, rows: Tensor) -> Tensor:
-        """The emission rows ``rows``, a new tensor of probabilities clamped at ``tiny`` (see
-        :func:`.tree_pass.upward`). Untied: rows of :meth:`patch_tables`' [G·D·K, H] table, [len(rows), H]. Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
+    def emission_rows(self, rows: Tensor, out: Tensor | None = None) -> Tensor:
+        """The emission rows ``rows`` (written into ``out`` when given), probabilities clamped at ``tiny`` (see
+        :func:`.tree_pass.upward`). Untied: rows of :meth:`patch_tables`' [G·D·K, H] table, [len(rows), H].
+        Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
         value x at position v side by side (so a gather and a count scatter move k·H contiguous numbers per
         value); it is laid out once and kept while the emissions are neither replaced nor changed in place."""
         emissions = self._params["patch_emissions"]
         if not self.config.tied:
-            return emissions.view(-1, self.config.hidden_size).index_select(0, rows).clamp_min_(self._tiny)
+            table = emissions.view(-1, self.config.hidden_size)
+            return torch.index_select(table, 0, rows, out=out).clamp_min_(self._tiny)
         cached = self._tied_table
         if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
             table = emissions[0].permute(1, 2, 0, 3).reshape(-1, emissions.shape[1] * emissions.shape[-1])
             table = table.clamp_min(self._tiny)
             cached = self._tied_table = (emissions, emissions._version, table)
-        return cached[2].index_select(0, rows)
+        return torch.index_select(cached[2], 0, rows, out=out)
 
     def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
@@ -260,10 +264,11 @@ class PatchCircuit:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
-    def patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
+    def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> tuple[TreePass, Tensor, Tensor | None]:
         """Every sub-circuit on every column: tied columns are (patch, example) pairs (column i·B + b), untied ones
         examples. Returns the pass, the emission rows of the leaves (see :meth:`emission_rows`) and the mask of
-        missing values ([stacks, 1, D, M]; None when none is)."""
+        missing values ([stacks, 1, D, M]; None when none is). With a ``workspace`` the pass lives in its buffers
+        (valid until the next pass given the same workspace)."""
         config = self.config
         values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
         root, transitions, _ = self.patch_tables()
@@ -277,24 +282,27 @@ class PatchCircuit:
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = self.emission_rows(rows)
+        leaf = empty(workspace, "values", (self.num_sub_circuits, values, width, hidden), root)
         if config.tied:                                                 # [D·M, k·H] -> [k, D, M, H]
-            leaf = leaf.view(values, width, clusters, hidden).permute(2, 0, 1, 3).contiguous()
-        leaf = leaf.view(-1, values, width, hidden)
+            gathered = self.emission_rows(rows, empty(workspace, "gathered", (len(rows), clusters * hidden), root))
+            leaf.copy_(gathered.view(values, width, clusters, hidden).permute(2, 0, 1, 3))
+        else:
+            self.emission_rows(rows, leaf.view(-1, hidden))
         if missing is not None:
             leaf.view(len(missing), clusters, values, width, hidden).masked_fill_(missing[..., None], 1.0)
-        passed = upward(self.value_plan, leaf, transitions, root)
+        passed = upward(self.value_plan, leaf, transitions, root, workspace=workspace)
         return passed, rows, missing
 
     def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
-                       counts: dict[str, Tensor], table_counts: Tensor | None = None) -> None:
+                       counts: dict[str, Tensor], table_counts: Tensor | None = None,
+                       workspace: Workspace | None = None) -> None:
         """Adds the patch models' counts given the flows ``root_flows`` [G, M] into their roots (the posterior of
         each sub-circuit): a tied circuit's emission counts go into ``table_counts`` (:meth:`emission_table_counts`,
         folded into ``counts`` by :meth:`fold_emission_counts`) when given, else straight into ``counts``."""
         root, transitions, _ = self.patch_tables()
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
-                         root_counts=counts["patch_root"].view(root.shape))             # [G, D, M, H]
+                         root_counts=counts["patch_root"].view(root.shape), workspace=workspace)
         config = self.config
         if missing is not None:
             flows.view(len(missing), config.num_clusters, *flows.shape[1:]).masked_fill_(missing[..., None], 0.0)
@@ -303,7 +311,9 @@ class PatchCircuit:
             return
         own = table_counts is None
         table_counts = self.emission_table_counts() if own else table_counts
-        table_counts.index_add_(0, rows, flows.permute(1, 2, 0, 3).reshape(len(rows), -1))
+        by_value = empty(workspace, "gathered", (len(rows), table_counts.shape[1]), flows)
+        by_value.view(flows.shape[1], flows.shape[2], flows.shape[0], -1).copy_(flows.permute(1, 2, 0, 3))
+        table_counts.index_add_(0, rows, by_value)
         if own:
             self.fold_emission_counts(table_counts, counts)
 

@@ -13,7 +13,8 @@ Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -72,6 +73,30 @@ def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
 
 
 @dataclass
+class Workspace:
+    """Buffers reused by the chunks of one call. The CPU allocator hands large blocks back to the system, so a
+    fresh buffer per chunk would be paid again in page faults; a pass given a workspace writes its large
+    intermediates into it, and what it returns is valid until the next pass with the same workspace."""
+
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised ``shape`` tensor of ``like``'s dtype and device, kept under ``name``."""
+        numel = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel].view(shape)
+
+
+def empty(workspace: Workspace | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """``workspace.get(name, shape, like)``, or a new tensor without a workspace."""
+    if workspace is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return workspace.get(name, shape, like)
+
+
+@dataclass
 class TreePass:
     """What the upward pass leaves for the downward one.
 
@@ -94,7 +119,7 @@ def _normalize(node: Tensor, tiny: float) -> Tensor:
 
 
 def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
-           log_scale: Tensor | None = None) -> TreePass:
+           log_scale: Tensor | None = None, workspace: Workspace | None = None) -> TreePass:
     """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
     values), ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M],
     when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by).
@@ -102,14 +127,15 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
     The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
     message (a transition row has a positive entry), so the downward pass never divides by zero."""
     tiny = torch.finfo(leaf.dtype).tiny
-    values, messages, sums = leaf, [], []
-    for node in plan.order:
+    values, sums = leaf, []
+    groups, num_nodes, columns, hidden = values.shape
+    messages = list(empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values))
+    for node, message in zip(plan.order, messages):
         below = values[:, node]                                                         # [G, M, Hc]
         sums.append(_normalize(below, tiny))
         weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
-        message = torch.bmm(below, weights.transpose(1, 2))                             # [G, M, Hp]
+        torch.bmm(below, weights.transpose(1, 2), out=message)                          # [G, M, Hp]
         values[:, plan.parents[node]].mul_(message)
-        messages.append(message)
     top = values[:, plan.root]
     sums.append(_normalize(top, tiny))
     root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
@@ -120,11 +146,13 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
 
 
 def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, root_flows: Tensor, *,
-             transition_counts: Tensor | None = None, root_counts: Tensor | None = None) -> Tensor:
+             transition_counts: Tensor | None = None, root_counts: Tensor | None = None,
+             workspace: Workspace | None = None) -> Tensor:
     """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state), written over
     ``forward.values`` (the pass cannot be used again); adds the expected counts into ``transition_counts``
     ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
     values = forward.values
+    back = empty(workspace, "back", values[:, 0].shape, values)
     top = values[:, plan.root]
     top.mul_(root_weights[:, None, :]).mul_((root_flows / forward.root_sums)[..., None])
     if root_counts is not None:
@@ -135,7 +163,7 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
         weights = transitions[:, plan.rows[node]]
         if transition_counts is not None:
             transition_counts[:, plan.rows[node]].addcmul_(weights, torch.bmm(ratio.transpose(1, 2), below))
-        below.mul_(torch.bmm(ratio, weights))
+        below.mul_(torch.bmm(ratio, weights, out=back))
     forward.messages = []
     return values
 
