@@ -18,12 +18,13 @@ import time
 
 import torch
 
-from hmmlvd.data import load_images, train_valid_split
+from hmmlvd.data import IMAGE_DATASETS, load_images, train_valid_split
+from hmmlvd.data.patches import default_patch_size
 from hmmlvd.io import atomic_write_json
-from hmmlvd.lvd.images import assign_latents, patch_features, train_teacher
+from hmmlvd.lvd.images import distil_latents, teacher_for
+from hmmlvd.lvd.images.config import LATENT_SOURCES, MODELS, PATCH_STATES, ImageRecipeConfig
 from hmmlvd.lvd.images.features import CONTEXTS
-from hmmlvd.lvd.images.recipe import LATENT_SOURCES, MODELS, PATCH_STATES, ImageRecipeConfig, train
-from hmmlvd.lvd.images.teacher import TeacherConfig
+from hmmlvd.lvd.images.recipe import train
 
 
 def size(text: str) -> tuple[int, int, bool]:
@@ -66,46 +67,46 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of K-means, the circuits' parameters and batches")
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
                         help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
-    parser.add_argument("--root", default=None, help="Fashion-MNIST folder (default: Debian's)")
+    parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist", help="image dataset")
+    parser.add_argument("--data-dir", default=None, help="the dataset's folder (default: as hmmlvd image train)")
+    parser.add_argument("--work-dir", default="runs/image_lvd", help="where the features and latents are kept")
     parser.add_argument("--cache-dir", default=None,
                         help="teacher cache (default: $HMMLVD_CACHE/teachers, else ~/.cache/hmmlvd/teachers)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--out", default="bench/image_lvd.json", help="results JSON (rewritten after each size)")
+    parser.add_argument("--out", default="bench/results/image_lvd.json",
+                        help="results JSON (rewritten after each size)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    train_set, valid_set = train_valid_split(load_images("fashion-mnist", args.root, "train"), args.valid_size)
+    train_set, valid_set = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
     train_images = train_set.images[:args.train_size]
-    test_images = load_images("fashion-mnist", args.root, "test").images[:args.test_size]
+    test_images = load_images(args.dataset, args.data_dir, "test").images[:args.test_size]
     budget = dict(lvd_epochs=args.lvd_epochs, latent_epochs=args.latent_epochs, finetune_epochs=args.finetune_epochs,
                   finetune_step_start=args.finetune_step,
                   em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False,
                   kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed,
-                  patch_states=args.patch_states)
-    print(f"Fashion-MNIST: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
+                  patch_states=args.patch_states, teacher_epochs=args.teacher_epochs, context=args.context,
+                  cache_dir=args.cache_dir)
+    print(f"{args.dataset}: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
           f"LVD {args.lvd_epochs}+{args.latent_epochs}+{args.finetune_epochs} epochs, baselines "
           f"{ImageRecipeConfig(**budget).baseline_epochs}; latents from {args.latents}", flush=True)
-    features, teacher_seconds, feature_seconds = None, 0.0, 0.0
-    if args.latents == "mae":
-        start = time.perf_counter()
-        teacher = train_teacher(train_images, TeacherConfig(epochs=args.teacher_epochs), cache_dir=args.cache_dir)
-        teacher_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        features = patch_features(teacher, train_images, args.context).features
-        feature_seconds = time.perf_counter() - start
-        print(f"teacher {teacher_seconds:.0f} s, features ({args.context}) {feature_seconds:.0f} s", flush=True)
+    start = time.perf_counter()
+    teacher = teacher_for(train_images, ImageRecipeConfig(**budget), default_patch_size(train_images.shape[-1]),
+                          directory=args.work_dir, resume=True)
+    teacher_seconds, feature_seconds = time.perf_counter() - start, 0.0
 
     rows = []
     print(f"{'k':>4} {'H':>3} {'tied':>5} {'model':>6} {'params':>12} {'test bpd':>9} {'valid bpd':>9} {'s':>6}")
     for clusters, hidden, tied in args.sizes:
-        start = time.perf_counter()
-        assignments = None if features is None else assign_latents(
-            features, clusters, args.kmeans_iterations, args.kmeans_restarts, seed=args.seed, shared=tied)[0]
-        kmeans_seconds = time.perf_counter() - start
         config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, **budget)
+        assignments, kmeans_seconds = None, 0.0
+        if "lvd" in config.models:
+            latents = distil_latents(teacher, train_images, config, directory=args.work_dir, resume=True,
+                                     log=lambda line: print(f"      {line}", flush=True))
+            assignments, kmeans_seconds = latents.assignments, latents.seconds.get("kmeans", 0.0)
+            feature_seconds += latents.seconds.get("features", 0.0)
         result = train(train_images, valid_set.images, config, test_images=test_images, assignments=assignments,
                        log=lambda line: print(f"      {line}", flush=True))
-        kmeans_seconds = result.stage_seconds.get("kmeans", kmeans_seconds)      # the recipe's own K-means
         for trained in result.models.values():
             seconds = sum(v for k, v in trained.seconds.items() if k != "num_latents")
             rows.append({"num_clusters": clusters, "hidden_size": hidden, "tied": tied, **trained.row(),
@@ -115,7 +116,8 @@ def main() -> None:
         if {"lvd", "em"} <= set(result.models):
             margin = result.models["em"].test_bpd - result.models["lvd"].test_bpd
             print(f"      LVD margin over EM alone: {margin:+.4f} bpd", flush=True)
-        atomic_write_json(args.out, {"train_images": len(train_images), "test_images": len(test_images),
+        atomic_write_json(args.out, {"dataset": args.dataset, "train_images": len(train_images),
+                                     "test_images": len(test_images),
                                      "teacher_seconds": teacher_seconds, "feature_seconds": feature_seconds,
                                      "budget": [args.lvd_epochs, args.latent_epochs, args.finetune_epochs],
                                      "finetune_step": config.finetune_schedule().start,

@@ -110,3 +110,17 @@ def gather_sizes(size: float) -> list[float]:
     values[rank] = size
     sum_across_ranks([values])
     return values.tolist()
+
+
+def concat_shards(local: Tensor, num_items: int) -> Tensor:
+    """Every rank's :func:`shard` of ``num_items`` items put back together, in order, on every rank: the inverse
+    of :func:`shard` (``local`` itself in a single process). ``local`` is [stop - start, ...]."""
+    if rank_and_world_size()[1] == 1:
+        return local
+    start, stop = shard_bounds(num_items)
+    if len(local) != stop - start:
+        raise ValueError(f"this rank holds {len(local)} items but its shard of {num_items} is {stop - start}")
+    whole = torch.zeros((num_items, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    whole[start:stop] = local
+    sum_across_ranks([whole])
+    return whole

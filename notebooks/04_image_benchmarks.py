@@ -64,7 +64,7 @@ def benchmark(name, train_set, test_set):
                                 decoder_num_layers=1, decoder_num_heads=2, decoder_intermediate_size=32, epochs=1)
     lvd_epochs, latent_epochs, finetune_epochs = SIZES["epochs"]
     config = ImageRecipeConfig(num_clusters=SIZES["clusters"], hidden_size=SIZES["hidden"], patch_size=patch,
-                               teacher=teacher, models=("lvd", "em", "hclt"), lvd_epochs=lvd_epochs,
+                               latents="mae", teacher=teacher, models=("lvd", "em", "hclt"), lvd_epochs=lvd_epochs,
                                latent_epochs=latent_epochs, finetune_epochs=finetune_epochs, progress=False)
     result = train(train_part.images[:SIZES["train"]], valid_part.images[:SIZES["valid"]], config,
                    test_images=test_set.images[:SIZES["test"]], num_categories=train_set.num_categories)

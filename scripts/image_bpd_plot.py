@@ -1,12 +1,13 @@
 """Test bits per dimension against parameters, one curve per model and patch-circuit family (the analogue of the
 paper's Figure 1 left).
 
-    python scripts/image_bpd_plot.py bench/image_lvd.json --out bench/image_lvd.png
-    python scripts/image_bpd_plot.py bench/image_lvd_full.json bench/image_lvd_h4.json --out bench/both.png
+    python scripts/image_bpd_plot.py bench/results/image_lvd.json --out bench/results/image_lvd.png
+    python scripts/image_bpd_plot.py bench/results/image_lvd_full.json bench/results/image_lvd_h4.json \
+        --out bench/results/both.png
 
-Several JSON files of ``bench/image_lvd.py`` are drawn together when they measured the same number of training
-images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per family,
-the pixel HCLTs one curve per tying (untied, or sized like the tied circuits).
+Several JSON files of ``bench/image_lvd.py`` are drawn together when they measured the same dataset and number of
+training images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per
+family, the pixel HCLTs one curve per tying (untied, or sized like the tied circuits).
 """
 from __future__ import annotations
 
@@ -25,18 +26,20 @@ STYLES = {"lvd": ("LVD", "-", "C0"), "em": ("same structure, EM alone", "--", "C
 FAMILY_MARKERS = "osDv^<>p"
 
 
-def load_rows(paths: list[str]) -> tuple[int, list[dict]]:
-    """The rows of every results file, and their common number of training images."""
-    rows, train_images = [], set()
+def load_rows(paths: list[str]) -> tuple[str, int, list[dict]]:
+    """The rows of every results file, and their common dataset and number of training images (files written
+    before the bench recorded its dataset measured Fashion-MNIST)."""
+    rows, measured = [], set()
     for path in paths:
         with open(path) as handle:
             results = json.load(handle)
-        train_images.add(results["train_images"])
+        measured.add((results.get("dataset", "fashion-mnist"), results["train_images"]))
         rows += results["rows"]
-    if len(train_images) != 1:
-        raise SystemExit(f"the files measured different numbers of training images ({sorted(train_images)}); "
+    if len(measured) != 1:
+        raise SystemExit(f"the files measured different datasets or numbers of training images ({sorted(measured)}); "
                          "plot them separately")
-    return train_images.pop(), rows
+    dataset, train_images = measured.pop()
+    return dataset, train_images, rows
 
 
 def curves(rows: list[dict]) -> list[tuple[tuple, str, list[dict]]]:
@@ -64,7 +67,7 @@ def main() -> None:
     parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="bpd range shown (default: every point); points outside it are cut off")
     args = parser.parse_args()
-    train_images, rows = load_rows(args.results)
+    dataset, train_images, rows = load_rows(args.results)
     figure, axis = plt.subplots(figsize=(6, 4.3))
     families = sorted({(bool(r["tied"]), r["hidden_size"]) for r in rows if r["model"] != "hclt"})
     for (model, tied, hidden), label, points in curves(rows):
@@ -82,7 +85,7 @@ def main() -> None:
     axis.set_ylabel("test bits per dimension")
     if args.ylim:
         axis.set_ylim(*args.ylim)
-    axis.set_title(f"Fashion-MNIST ({train_images:,} training images)")
+    axis.set_title(f"{dataset} ({train_images:,} training images)")
     axis.legend(fontsize=7)
     figure.tight_layout()
     atomic_write_png(args.out, figure, dpi=130)

@@ -5,15 +5,14 @@ import argparse
 from pathlib import Path
 
 from ..data import IMAGE_DATASETS, load_images, train_valid_split
-from ..io import atomic_write_json, read_json
+from ..distributed import process_group_from_env, rank_and_world_size
+from ..io import read_json
+from ..loading import load
+from ..lvd.images.config import LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig
 from ..lvd.images.features import CONTEXTS
 from ..lvd.images.model import PatchImageModel
 from ..lvd.images.pictures import MASKS, sample_grid
-from ..lvd.images.recipe import (LATENT_SOURCES, PATCH_STATES, PRESETS, ImageRecipeConfig, model_bits_per_dimension,
-                                 train)
-from ..pc import Circuit
-
-RESULTS_FILE = "results.json"
+from ..lvd.images.recipe import RESULTS_FILE, model_bits_per_dimension, train
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,8 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _add_train(commands) -> None:
     parser = commands.add_parser(
         "train", help="LVD patch circuit (and, with --compare-em, both baselines) on an image dataset",
-        description="Train the masked-autoencoder teacher (cached), assign patch latents by K-means on patch "
-                    "features with context, fit the patch circuit by Lemma 1, then fine-tune it by mini-batch EM; "
+        description="Assign patch latents by K-means on the teacher's patch features (the patch values, or a "
+                    "masked autoencoder's features with context, trained and cached), fit the patch circuit by "
+                    "Lemma 1, then fine-tune it by mini-batch EM; "
                     "print test bits per dimension. Preset values apply unless an option is given explicitly.")
     parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist",
                         help="image dataset (default fashion-mnist)")
@@ -51,24 +51,24 @@ def _add_train(commands) -> None:
     parser.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None,
                         help="one set of k patch circuits shared by every patch (both presets: tied)")
     parser.add_argument("--context", choices=CONTEXTS, default="mst", help="patches visible when featurising")
-    parser.add_argument("--latents", choices=LATENT_SOURCES, default="mae",
-                        help="what K-means clusters into the patch latents: mae (the teacher's patch features, "
-                             "the paper; default) or pixels (the patch values, no teacher: the better start on "
-                             "Fashion-MNIST, see bench/RESULTS.md)")
+    parser.add_argument("--latents", choices=LATENT_SOURCES,
+                        help="what K-means clusters into the patch latents: pixels (the patch values; the default, "
+                             "as they won on valid, see bench/RESULTS.md) or mae (a ViT-MAE's patch features with "
+                             "context, the paper's recipe; the default when --teacher is given)")
     parser.add_argument("--teacher", help="a saved ViT-MAE folder to use instead of training one")
     parser.add_argument("--teacher-images", type=int, help="train the teacher on N training images (0 = all)")
     parser.add_argument("--teacher-epochs", type=int, help="teacher training epochs (default 6)")
-    parser.add_argument("--kmeans-restarts", type=int, default=ImageRecipeConfig.kmeans_restarts,
+    parser.add_argument("--kmeans-restarts", type=int,
                         help="K-means runs from different seeds, the best kept (default "
-                             f"{ImageRecipeConfig.kmeans_restarts}, as the paper's code)")
+                             f"{ImageRecipeConfig.kmeans_restarts}, as the paper's code; the full preset: 1)")
     parser.add_argument("--patch-states", choices=PATCH_STATES, default=ImageRecipeConfig.patch_states,
                         help="start of the Lemma 1 fit: bins (the patch models fitted in closed form on quantile "
                              "bins of the pixels as their hidden states; default) or random (random parameters)")
     parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
     parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
     parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
-    parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (presets: 6, the time LVD's "
-                                                      "3 + 1 + 5 epochs take)")
+    parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (quick: 6 against LVD's 3 + 1 + 5; "
+                                                      "full: 3 against 3 + 1 + 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per EM update (default 256)")
     parser.add_argument("--pseudocount", type=float, default=0.1, help="EM M-step pseudocount (default 0.1)")
     parser.add_argument("--cache-dir", help="teacher cache (default $HMMLVD_CACHE/teachers or ~/.cache/hmmlvd)")
@@ -115,47 +115,53 @@ def _positive(name: str, value: int | None, allow_zero: bool = False) -> None:
         raise ValueError(f"--{flag} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
 
-def recipe_config(args) -> tuple[ImageRecipeConfig, int | None]:
-    """The recipe configuration and the training-set size from the preset and the options given."""
-    settings = dict(PRESETS[args.preset])
-    for name in settings:
+def recipe_config(args) -> ImageRecipeConfig:
+    """The recipe configuration: the preset with the options given explicitly on top."""
+    overrides = {}
+    for name in {name for preset in PRESETS.values() for name in preset}:
         value = getattr(args, name, None)
         if value is not None:
             if not isinstance(value, bool):
                 _positive(name, value, allow_zero=name in ("train_size", "teacher_images", "lvd_epochs",
                                                            "latent_epochs", "finetune_epochs"))
-            settings[name] = value or None if name in ("train_size", "teacher_images") else value
-    _positive("kmeans_restarts", args.kmeans_restarts)
-    train_size = settings.pop("train_size")
+            overrides[name] = value or None if name in ("train_size", "teacher_images") else value
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
-    config = ImageRecipeConfig(patch_size=args.patch_size, context=args.context, latents=args.latents,
-                               teacher_path=args.teacher, batch_size=args.batch_size, pseudocount=args.pseudocount,
-                               kmeans_restarts=args.kmeans_restarts, patch_states=args.patch_states, models=models,
-                               seed=args.seed, device=args.device, cache_dir=args.cache_dir,
-                               progress=not args.no_progress, **settings)
-    return config, train_size
+    return ImageRecipeConfig.preset(
+        args.preset, patch_size=args.patch_size, context=args.context, teacher_path=args.teacher,
+        latents=args.latents or ("mae" if args.teacher else ImageRecipeConfig.latents),
+        batch_size=args.batch_size, pseudocount=args.pseudocount,
+        patch_states=args.patch_states, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        progress=not args.no_progress, **overrides)
 
 
 def run_train(args) -> int:
-    config, train_size = recipe_config(args)
+    """Train alone, or under ``torchrun`` (one process per device; rank 0 prints and writes)."""
+    with process_group_from_env():
+        return _run_train(args)
+
+
+def _say(line: str = "") -> None:
+    if rank_and_world_size()[0] == 0:
+        print(line, flush=True)
+
+
+def _run_train(args) -> int:
+    config = recipe_config(args)
     _positive("valid_size", args.valid_size)
     train_set, valid_set = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
     test_set = load_images(args.dataset, args.data_dir, "test")
-    train_images = train_set.images[:train_size] if train_size else train_set.images
-    print(f"{args.dataset}: {len(train_images)} training, {len(valid_set)} valid, {len(test_set)} test images "
-          f"{tuple(train_images.shape[1:])}", flush=True)
-    result = train(train_images, valid_set.images, config, test_images=test_set.images,
+    used = min(config.train_size or len(train_set), len(train_set))
+    _say(f"{args.dataset}: {used} training, {len(valid_set)} valid, {len(test_set)} test images "
+          f"{tuple(train_set.images.shape[1:])}")
+    description = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
+                   "num_categories": train_set.num_categories, "train_images": used,
+                   "config": {k: v for k, v in vars(config).items() if k != "teacher"}}
+    result = train(train_set.images, valid_set.images, config, test_images=test_set.images,
                    num_categories=train_set.num_categories, directory=args.out, resume=args.resume,
-                   log=lambda line: print(line, flush=True))
-    for name, trained in result.models.items():
-        trained.model.save_pretrained(args.out / name)
-    report = {"dataset": args.dataset, "data_dir": args.data_dir, "valid_size": args.valid_size,
-              "num_categories": train_set.num_categories, "train_images": len(train_images),
-              "config": {k: v for k, v in vars(config).items() if k != "teacher"}, **result.as_dict()}
-    atomic_write_json(args.out / RESULTS_FILE, report)
-    print(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
+                   log=_say, description=description)
+    _say(f"{'model':>6} {'parameters':>12} {'valid bpd':>10} {'test bpd':>10}")
     for trained in result.models.values():
-        print(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
+        _say(f"{trained.name:>6} {trained.num_parameters:12,d} {trained.valid_bpd:10.4f} {trained.test_bpd:10.4f}")
     return 0
 
 
@@ -178,8 +184,7 @@ def run_eval(args) -> int:
     _positive("max_images", args.max_images)
     images = _split_images(report, args.split, args.data_dir)[:args.max_images]
     for row in report["models"]:
-        folder = args.model / row["model"]
-        model = Circuit.from_pretrained(folder) if row["model"] == "hclt" else PatchImageModel.from_pretrained(folder)
+        model = load(args.model / row["model"])
         print(f"{row['model']:>6} {args.split} bpd {model_bits_per_dimension(model, images):.4f} "
               f"({len(images)} images)")
     return 0
@@ -189,7 +194,9 @@ def run_sample(args) -> int:
     report = _trained_run(args.model)
     _positive("num_samples", args.num_samples)
     _positive("num_images", args.num_images)
-    model = PatchImageModel.from_pretrained(args.model / args.model_name)
+    model = load(args.model / args.model_name)
+    if not isinstance(model, PatchImageModel):
+        raise ValueError(f"{args.model / args.model_name} holds a {type(model).__name__}, not a patch image model")
     images = _split_images(report, "test", args.data_dir)[:args.num_images]
     path = sample_grid(model, images, args.out, num_samples=args.num_samples, mask=args.mask, seed=args.seed)
     print(f"wrote {path}")

@@ -80,6 +80,8 @@ class EmbeddingCache:
             ids, embeddings = tensors["window_ids"], tensors["embeddings"]
             if ids.dim() != 1 or embeddings.dim() != 3 or len(ids) != len(embeddings):
                 raise ValueError(f"window_ids {tuple(ids.shape)} and embeddings {tuple(embeddings.shape)} disagree")
+            if not embeddings.is_floating_point() or not bool(torch.isfinite(embeddings).all()):
+                raise ValueError("the embeddings are not finite floating-point numbers")
         except (ValueError, KeyError) as error:
             raise ValueError(f"embedding cache shard {shard} is damaged ({error}); delete it and rerun, and the "
                              "missing embeddings are computed again") from None

@@ -8,6 +8,9 @@
     em.fit(circuit, pc.soften(train, 0.001), ...)               # data softening: EM on soft evidence
     pc.train_hclt(train, valid)                                 # regularisation and epochs chosen on valid
     pc.sample(circuit, 16); pc.conditional_marginals(circuit, evidence)
+    pc.max_product_assignment(circuit, evidence)                # MPE completion and its log score
+    # a PatchCircuit takes the same verbs on patches [B, P, D] (-1 = missing): sample, conditional_marginals
+    # ([B, P, D, K]), max_product_assignment (([B, P, D], [B]), max over the latents z and all hidden states)
 """
 from . import structures
 from .circuit import Circuit, ForwardPass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from .tree_pass import TreePass, Workspace, check_tree, downward, empty, plan_tr
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
+FOLDER_TYPES = (MODEL_TYPE, "patch_image_model")     # folders whose config.json holds a patch circuit's fields
 
 
 @dataclass(frozen=True)
@@ -365,23 +366,25 @@ class PatchCircuit:
         """Refuse non-finite or negative parameters and distributions whose sum is off 1 by more than ``tolerance``."""
         check_distributions(self.parameter_groups(), source, tolerance)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``."""
+    def save_pretrained(self, directory: str | os.PathLike, *, model_type: str = MODEL_TYPE,
+                        extra_fields: dict | None = None) -> None:
+        """Write ``config.json`` (the config's fields, plus ``extra_fields`` of a model that wraps the circuit and
+        saves as ``model_type``) and ``model.safetensors``, each atomically, to ``directory``."""
         directory = Path(directory)
-        save_tensors(directory / WEIGHTS_FILE, self._params, {"model_type": MODEL_TYPE})
-        write_config(directory, MODEL_TYPE, FORMAT_VERSION, asdict(self.config))
+        save_tensors(directory / WEIGHTS_FILE, self._params, {"model_type": model_type})
+        write_config(directory, model_type, FORMAT_VERSION, {**asdict(self.config), **(extra_fields or {})})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24) -> "PatchCircuit":
         """Load a circuit written by :meth:`save_pretrained`, refusing files whose numbers are not distributions."""
         directory = Path(directory)
-        stored = read_config(directory, MODEL_TYPE, FORMAT_VERSION)
-        fields = {key: value for key, value in stored.items() if key not in ("model_type", "format_version")}
+        stored = read_config(directory, FOLDER_TYPES, FORMAT_VERSION)
+        names = {field.name for field in fields(PatchCircuitConfig)}
         try:
-            config = PatchCircuitConfig(**fields)
+            config = PatchCircuitConfig(**{key: value for key, value in stored.items() if key in names})
         except TypeError as error:
-            raise ValueError(f"{directory / CONFIG_FILE} has unexpected fields: {error}") from None
+            raise ValueError(f"{directory / CONFIG_FILE} lacks fields of a patch circuit: {error}") from None
         circuit = cls(config, device=device, dtype=dtype, chunk_elements=chunk_elements)
         tensors, _ = load_tensors(directory / WEIGHTS_FILE)
         if set(tensors) != set(circuit._params):

@@ -1,5 +1,10 @@
 """Queries on a :class:`PatchCircuit`, the verbs of :mod:`hmmlvd.pc.queries` on the patch layout: exact
-unconditional and conditional sampling (inpainting) of patches [B, P, D]."""
+unconditional and conditional sampling (inpainting) of patches [B, P, D], conditional marginals [B, P, D, K] and
+the max-product (MPE) completion.
+
+The patch trees' columns follow :meth:`PatchCircuit.patch_forward`: ``S`` stacks (1 when tied, else P) of ``k``
+sub-circuits each (G = S·k), ``M`` columns per sub-circuit (P·B when tied, column ``i·B + b``; B otherwise), so a
+per-column table ``[S, D, M]`` reads ``[D, P, B]`` once its first two dimensions are swapped."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +12,7 @@ from torch import Tensor
 
 from .patch_circuit import PatchCircuit
 from .patch_lvd import assigned_forward
-from .tree_pass import sample_categorical, sample_states
+from .tree_pass import argmax_states, downward, max_upward, sample_categorical, sample_states
 
 
 def sample(circuit: PatchCircuit, num_samples: int | None = None, *, evidence: Tensor | None = None,
@@ -51,3 +56,108 @@ def _sample_chunk(circuit: PatchCircuit, chunk: Tensor, generator: torch.Generat
     logits = table[patches.groups[column] * config.values_per_patch + variable, :, states[column, variable]]
     values[column, variable] = sample_categorical(logits.clamp_min(tiny).log(), generator)
     return values.view_as(chunk)
+
+
+def _to_columns(circuit: PatchCircuit, x: Tensor) -> Tensor:
+    """Patches [B, P, D] (or any [B, P, D] table) -> the sub-circuits' columns [S, D, M]."""
+    stacks = 1 if circuit.config.tied else circuit.config.num_patches
+    return x.transpose(0, 2).reshape(x.shape[2], stacks, -1).transpose(0, 1)
+
+
+def _to_patches(circuit: PatchCircuit, columns: Tensor, batch_size: int) -> Tensor:
+    """[S, D, M, ...] -> [B, P, D, ...] (the inverse of :func:`_to_columns`)."""
+    per_patch = columns.transpose(0, 1).reshape(columns.shape[1], circuit.config.num_patches, batch_size,
+                                                *columns.shape[3:])
+    return per_patch.transpose(0, 2)
+
+
+def conditional_marginals(circuit: PatchCircuit, evidence: Tensor) -> Tensor:
+    """``p(x_{b,i,j} = v | evidence_b)`` as [B, P, D, K] for patches ``evidence`` [B, P, D] (``-1`` = missing);
+    observed entries get a one-hot row. From the flows: the latent pass gives ``p(z_i = c | e)``, the patch trees'
+    downward pass from those roots the posterior of every patch hidden state, and a missing value's marginal is
+    ``Σ_{c,h} flow(c, h) · p(x_{ij} = v | h)``, one GEMM [M, k·H] @ [k·H, K] per stack and position."""
+    x, results = circuit.check_patches(evidence), []
+    with torch.no_grad():
+        for part in circuit.chunks(len(x), circuit.grouped_size):
+            results.append(_marginals_chunk(circuit, x[part]))
+    return torch.cat(results)
+
+
+def _marginals_chunk(circuit: PatchCircuit, chunk: Tensor) -> Tensor:
+    """:func:`conditional_marginals` of one chunk [B, P, D] -> [B, P, D, K]."""
+    config, tables = circuit.config, circuit.parameters
+    clusters, values, hidden = config.num_clusters, config.values_per_patch, config.hidden_size
+    one_hot = torch.nn.functional.one_hot(chunk.clamp_min(0), config.num_categories).to(circuit.dtype)
+    passed, _, missing = circuit.patch_forward(chunk)
+    if missing is None:
+        return one_hot
+    latent = circuit.latent_forward(circuit.to_clusters(passed.log_likelihood, len(chunk)))
+    scratch = {name: torch.zeros_like(tables[name]) for name in ("latent_root", "latent_transitions",
+                                                                 "latent_emissions")}
+    posterior = circuit.latent_backward(latent, scratch)                                      # [B, P, k]
+    root, transitions, _ = circuit.patch_tables()
+    flows = downward(circuit.value_plan, passed, transitions, root, circuit.from_clusters(posterior))
+    stacks, width = len(root) // clusters, flows.shape[2]
+    flows = flows.view(stacks, clusters, values, width, hidden)
+    emissions = tables["patch_emissions"]                                                     # [S, k, D, K, H]
+    per_position = []
+    for j in range(values):
+        mass = flows[:, :, j].transpose(1, 2).reshape(stacks, width, clusters * hidden)      # [S, M, k·H]
+        table = emissions[:, :, j].transpose(2, 3).reshape(stacks, clusters * hidden, -1)    # [S, k·H, K]
+        per_position.append(torch.bmm(mass, table))
+    marginals = _to_patches(circuit, torch.stack(per_position, 1), len(chunk))                 # [B, P, D, K]
+    return torch.where(chunk[..., None] >= 0, one_hot, marginals)
+
+
+def max_product_assignment(circuit: PatchCircuit, evidence: Tensor) -> tuple[Tensor, Tensor]:
+    """The completion of patches ``evidence`` [B, P, D] (``-1`` = missing) that maximises the joint over the missing
+    values *and* every latent choice (the patch latents z, the latent HCLT's and every patch tree's hidden states):
+    ``(assignment [B, P, D], best log score [B])``, observed entries kept. Max-product upward over the patch trees
+    (a missing value's leaf is ``max_v`` of its emission), then over the latent HCLT, then argmax top-down.
+    Chunks hold H times fewer examples than a likelihood pass (the max over a [.., H, H] temporary)."""
+    x, completed, scores = circuit.check_patches(evidence), [], []
+    with torch.no_grad():
+        for part in circuit.chunks(len(x), circuit.grouped_size * circuit.config.hidden_size):
+            assignment, score = _mpe_chunk(circuit, x[part])
+            completed.append(assignment)
+            scores.append(score)
+    return torch.cat(completed), torch.cat(scores)
+
+
+def _mpe_chunk(circuit: PatchCircuit, chunk: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`max_product_assignment` of one chunk [B, P, D]."""
+    config, tables = circuit.config, circuit.parameters
+    clusters, values, hidden = config.num_clusters, config.values_per_patch, config.hidden_size
+    tiny = torch.finfo(circuit.dtype).tiny
+    columns = _to_columns(circuit, chunk)                                                      # [S, D, M]
+    stacks, width = columns.shape[0], columns.shape[2]
+    best_emission, best_value = tables["patch_emissions"].max(3)                               # [S, k, D, H]
+    base = torch.arange(stacks * clusters * values, device=circuit.device).view(stacks, clusters, values, 1)
+    rows = (base * config.num_categories + columns[:, None].clamp_min(0)).reshape(-1)
+    leaf = circuit.log_emission_rows(rows).view(stacks, clusters, values, width, hidden)
+    missing = (columns < 0)[:, None, :, :, None]
+    leaf = torch.where(missing, best_emission.clamp_min(tiny).log()[:, :, :, None], leaf)
+    root, transitions, _ = circuit.patch_tables()
+    patch_values, patch_best = max_upward(circuit.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
+    z, score = _latent_mpe(circuit, circuit.to_clusters(patch_best, len(chunk)))              # [B, P], [B]
+    states = argmax_states(circuit.value_plan, patch_values, transitions, root)               # [G, D, M]
+    chosen = z.T.reshape(stacks, 1, 1, width)                                                  # column order
+    states = torch.gather(states.view(stacks, clusters, values, width), 1,
+                          chosen.expand(-1, -1, values, -1))[:, 0]                             # [S, D, M]
+    stack = torch.arange(stacks, device=circuit.device)[:, None, None]
+    position = torch.arange(values, device=circuit.device)[None, :, None]
+    filled = best_value[stack, chosen[:, 0], position, states]                                 # [S, D, M]
+    return _to_patches(circuit, torch.where(columns >= 0, columns, filled), len(chunk)), score
+
+
+def _latent_mpe(circuit: PatchCircuit, patch_best: Tensor) -> tuple[Tensor, Tensor]:
+    """Given every patch's best log score per cluster [B, P, k]: the best cluster of every patch [B, P] and the
+    best log score [B], by max-product over the latent HCLT (its leaf for Z_i: max over c)."""
+    tables = circuit.parameters
+    transitions, root = tables["latent_transitions"], tables["latent_root"]
+    tiny = torch.finfo(circuit.dtype).tiny
+    log_emissions = tables["latent_emissions"].clamp_min(tiny).log()                  # [P, Ht, k]
+    leaf, choice = (patch_best.transpose(0, 1)[:, :, None, :] + log_emissions[:, None]).max(-1)  # [P, B, Ht]
+    values, best = max_upward(circuit.latent_plan, leaf[None], transitions, root)
+    hidden = argmax_states(circuit.latent_plan, values, transitions, root)[0]                 # [P, B]
+    return torch.gather(choice, 2, hidden[..., None])[..., 0].T, best[0]

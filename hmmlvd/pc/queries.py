@@ -20,14 +20,17 @@ def _hard_evidence(circuit: Circuit, x: Tensor, query: str) -> Evidence:
     return evidence
 
 
-def conditional_marginals(circuit: Circuit, evidence: Tensor) -> Tensor:
+def conditional_marginals(circuit: Circuit | PatchCircuit, evidence: Tensor) -> Tensor:
     """``p(x_i = c | evidence)`` as ``[B, num_variables, max_categories]``.
 
     ``evidence`` is ``[B, num_variables]`` with ``-1`` (or NaN) for unobserved variables; observed variables
     get a one-hot row. Variables outside the circuit's scope, and Gaussian variables (see
     :func:`conditional_moments`), get zeros. Uses the flows: ``p(x_i = c | e) = Σ_u flow(u) θ_u[c]`` over
-    the input units ``u`` of ``x_i``.
+    the input units ``u`` of ``x_i``. A :class:`PatchCircuit` takes patches [B, P, D] and gives [B, P, D, K]
+    (see :func:`hmmlvd.pc.patch_queries.conditional_marginals`).
     """
+    if isinstance(circuit, PatchCircuit):
+        return patch_queries.conditional_marginals(circuit, evidence)
     if int(circuit.num_categories.max()) == 0:
         raise ValueError("this circuit has no categorical variables; use pc.conditional_moments for Gaussian ones")
     with torch.no_grad():
@@ -151,12 +154,16 @@ def sample(circuit: Circuit | PatchCircuit, num_samples: int | None = None, *, e
         return _top_down(circuit, forward.inputs, forward.values, generator)
 
 
-def max_product_assignment(circuit: Circuit, evidence: Tensor) -> tuple[Tensor, Tensor]:
+def max_product_assignment(circuit: Circuit | PatchCircuit, evidence: Tensor) -> tuple[Tensor, Tensor]:
     """Complete ``evidence`` (``-1`` = missing) by max-product: ``(assignment, best log score)``.
 
     The score is ``max`` over the missing variables *and* the circuit's latent choices of the joint,
-    which is the exact MPE for deterministic circuits (and Viterbi for an HMM circuit).
+    which is the exact MPE for deterministic circuits (and Viterbi for an HMM circuit). A :class:`PatchCircuit`
+    takes patches [B, P, D] and gives ``(assignment [B, P, D], score [B])``, the max over its latents z and every
+    hidden state (see :func:`hmmlvd.pc.patch_queries.max_product_assignment`).
     """
+    if isinstance(circuit, PatchCircuit):
+        return patch_queries.max_product_assignment(circuit, evidence)
     with torch.no_grad():
         evidence = _hard_evidence(circuit, evidence, "max_product_assignment")
         values = evaluate(circuit.plan, evidence, MaxProduct(), dtype=circuit.dtype, device=circuit.device)

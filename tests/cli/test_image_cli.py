@@ -9,7 +9,7 @@ from hmmlvd.cli import main
 
 TINY = ["--dataset", "digits", "--preset", "quick", "--train-size", "200", "--valid-size", "100",
         "--clusters", "3", "--hidden-size", "2", "--teacher-epochs", "1", "--lvd-epochs", "1", "--latent-epochs", "1",
-        "--finetune-epochs", "1", "--batch-size", "64", "--no-progress"]
+        "--finetune-epochs", "1", "--batch-size", "64", "--latents", "mae", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +66,29 @@ def test_an_unknown_choice_is_refused_by_name(flag, value, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["image", "train", "--dataset", "digits", "--out", "x", flag, value])
     assert stopped.value.code == 2 and f"invalid choice: '{value}'" in capsys.readouterr().err
+
+
+def test_train_resume_from_the_command_line_after_a_kill(tmp_path, monkeypatch):
+    from hmmlvd import em
+
+    arguments = ["image", "train", *TINY, "--latents", "pixels", "--compare-em", "--em-epochs", "2",
+                 "--cache-dir", str(tmp_path / "cache")]
+    assert main([*arguments, "--out", str(tmp_path / "whole")]) == 0
+    real_fit = em.fit
+
+    def dies_in_the_em_baseline(model, data, schedule, **options):
+        if str(options.get("checkpoint_dir", "")).endswith("em"):
+            raise KeyboardInterrupt
+        return real_fit(model, data, schedule, **options)
+
+    monkeypatch.setattr(em, "fit", dies_in_the_em_baseline)
+    with pytest.raises(KeyboardInterrupt):
+        main([*arguments, "--out", str(tmp_path / "killed")])
+    assert not (tmp_path / "killed" / "results.json").exists()
+    monkeypatch.setattr(em, "fit", real_fit)
+    assert main([*arguments, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["models"]
+    resumed = json.loads((tmp_path / "killed" / "results.json").read_text())["models"]
+    for before, after in zip(whole, resumed):
+        assert before["model"] == after["model"] and before["valid_curve"] == after["valid_curve"]
+        assert before["test_bpd"] == after["test_bpd"]

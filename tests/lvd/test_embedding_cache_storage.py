@@ -32,7 +32,9 @@ def test_a_corrupt_shard_file_is_refused(cache, damage):
 
 @pytest.mark.parametrize("tensors", [{"window_ids": torch.tensor([1, 2])},
                                      {"window_ids": torch.tensor([1, 2]), "embeddings": torch.zeros(3, 2, 5)},
-                                     {"window_ids": torch.tensor([[1, 2]]), "embeddings": torch.zeros(1, 2, 5)}])
+                                     {"window_ids": torch.tensor([[1, 2]]), "embeddings": torch.zeros(1, 2, 5)},
+                                     {"window_ids": torch.tensor([1]), "embeddings": torch.full((1, 2, 5), float("nan"))},
+                                     {"window_ids": torch.tensor([1]), "embeddings": torch.ones(1, 2, 5, dtype=torch.long)}])
 def test_a_shard_with_missing_or_mismatched_tensors_is_refused(cache, tensors):
     cache, shard = cache
     save_tensors(shard, tensors)

@@ -21,7 +21,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...pc.structures import chow_liu_tree
-from .teacher import Teacher
+from ...data.patches import PatchGrid
+from .teachers import Teacher, check_teacher_images, teacher_grid
 
 CONTEXTS = ("none", "mst", "neighbours")
 
@@ -78,19 +79,15 @@ def no_context(num_patches: int) -> PatchContext:
     return PatchContext("none", tuple((patch,) for patch in range(num_patches)))
 
 
-def neighbour_context(grid_size: int) -> PatchContext:
-    """The 3×3 block of patches around each patch of a ``grid_size × grid_size`` grid (4 patches at a corner,
-    6 on an edge, 9 inside), the patch itself first and the others in row-major order."""
-    if grid_size < 1:
-        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
-    sets = []
-    for row in range(grid_size):
-        for column in range(grid_size):
-            block = [r * grid_size + c for r in range(max(0, row - 1), min(grid_size, row + 2))
-                     for c in range(max(0, column - 1), min(grid_size, column + 2))]
-            patch = row * grid_size + column
-            sets.append((patch, *(other for other in block if other != patch)))
-    return PatchContext("neighbours", tuple(sets))
+def neighbour_context(grid: int | PatchGrid) -> PatchContext:
+    """The 3×3 block of patches around each patch of ``grid`` (a square grid's side, or a :class:`PatchGrid`): 4
+    patches at a corner, 6 on an edge, 9 inside, the patch itself first and the others in row-major order."""
+    if isinstance(grid, int):
+        if grid < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid}")
+        grid = PatchGrid(grid, grid, 1)
+    return PatchContext("neighbours", tuple((patch, *(other for other in grid.neighbourhood(patch) if other != patch))
+                                            for patch in range(grid.num_patches)))
 
 
 def feature_correlations(features: Tensor) -> Tensor:
@@ -126,17 +123,18 @@ def encode_patches(teacher: Teacher, images: Tensor, context: PatchContext, batc
     Patches whose visible sets have the same size are encoded together, ``batch_size`` (image, patch) queries
     per forward pass; the feature of patch i is the encoder's output token at patch i.
     """
-    teacher.check_images(images)
-    if context.num_patches != teacher.num_patches:
+    check_teacher_images(teacher, images)
+    num_patches = teacher_grid(teacher).num_patches
+    if context.num_patches != num_patches:
         raise ValueError(f"the context covers {context.num_patches} patches but the teacher has "
-                         f"{teacher.num_patches}; build the context for this teacher")
+                         f"{num_patches}; build the context for this teacher")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     groups: dict[int, list[int]] = {}
     for patch, visible in enumerate(context.visible_sets):
         groups.setdefault(len(visible), []).append(patch)
-    features = torch.empty(len(images), teacher.num_patches, teacher.feature_size)
-    bar = tqdm(total=len(images) * teacher.num_patches, desc=f"patch features ({context.kind})", unit="patch",
+    features = torch.empty(len(images), num_patches, teacher.feature_size)
+    bar = tqdm(total=len(images) * num_patches, desc=f"patch features ({context.kind})", unit="patch",
                disable=not progress)
     for patches in groups.values():
         sets = torch.tensor([context.visible_sets[patch] for patch in patches])           # [G, s]
@@ -160,18 +158,19 @@ def patch_features(teacher: Teacher, images: Tensor, context: str | PatchContext
     training images' context when featurising test images). For ``"mst"`` the tree is learnt from the
     context-free features of ``correlation_images`` images drawn (seeded) from ``images``.
     """
-    teacher.check_images(images)
+    check_teacher_images(teacher, images)
+    grid = teacher_grid(teacher)
     if isinstance(context, str):
         if context == "none":
-            context = no_context(teacher.num_patches)
+            context = no_context(grid.num_patches)
         elif context == "neighbours":
-            context = neighbour_context(teacher.grid_size)
+            context = neighbour_context(grid)
         elif context == "mst":
             if correlation_images < 2:
                 raise ValueError(f"correlation_images must be >= 2, got {correlation_images}")
             generator = torch.Generator().manual_seed(seed)
             sample = torch.randperm(len(images), generator=generator)[:correlation_images]
-            alone = encode_patches(teacher, images[sample], no_context(teacher.num_patches), batch_size, progress)
+            alone = encode_patches(teacher, images[sample], no_context(grid.num_patches), batch_size, progress)
             context = mst_context(alone)
         else:
             raise ValueError(f"context must be one of {CONTEXTS} or a PatchContext, got {context!r}")

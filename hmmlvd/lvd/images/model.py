@@ -11,11 +11,12 @@ import torch
 from torch import Tensor
 
 from ...data.patches import PatchGrid, patchify, unpatchify
-from ...io import atomic_write_json, read_json
 from ... import pc
+from ...io import CONFIG_FILE, read_json, read_model_type
 from ...pc import PatchCircuit
 
-IMAGE_FILE = "image.json"
+MODEL_TYPE = "patch_image_model"
+LEGACY_IMAGE_FILE = "image.json"     # the geometry beside a patch_circuit folder, as hmmlvd 0.1 wrote it
 
 
 @dataclass
@@ -73,17 +74,37 @@ class PatchImageModel:
         return unpatchify(filled.cpu(), self.image_shape).to(torch.uint8)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """The circuit's files plus ``image.json`` (image shape and patch size)."""
-        self.circuit.save_pretrained(directory)
-        atomic_write_json(Path(directory) / IMAGE_FILE, {"image_shape": list(self.image_shape),
-                                                         "patch_size": self.patch_size})
+        """One artefact: ``config.json`` (model_type ``patch_image_model``: the circuit's fields plus
+        ``image_shape`` and ``patch_size``) and ``model.safetensors``. ``hmmlvd.load`` opens it."""
+        self.circuit.save_pretrained(directory, model_type=MODEL_TYPE,
+                                     extra_fields={"image_shape": list(self.image_shape), "patch_size": self.patch_size})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PatchImageModel:
-        path = Path(directory) / IMAGE_FILE
-        if not path.is_file():
-            raise ValueError(f"{directory} holds no {IMAGE_FILE}: it is not an image model saved by "
-                             "PatchImageModel.save_pretrained (hmmlvd image train writes one)")
-        geometry = read_json(path)
-        return cls(PatchCircuit.from_pretrained(directory, device=device), tuple(geometry["image_shape"]),
-                   int(geometry["patch_size"]))
+        """Load a folder written by :meth:`save_pretrained`, or by hmmlvd 0.1's image recipe (a ``patch_circuit``
+        folder with the geometry in ``image.json``), checking the geometry and every parameter."""
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            raise ValueError(f"{directory} holds no {CONFIG_FILE} (nor the {LEGACY_IMAGE_FILE} of hmmlvd 0.1): it is not "
+                             "an image model; 'hmmlvd image train' and PatchImageModel.save_pretrained write one")
+        model_type, config = read_model_type(directory)
+        if model_type == MODEL_TYPE:
+            geometry, source = config, directory / CONFIG_FILE
+        elif model_type == "patch_circuit" and (directory / LEGACY_IMAGE_FILE).is_file():
+            geometry, source = read_json(directory / LEGACY_IMAGE_FILE), directory / LEGACY_IMAGE_FILE
+        else:
+            raise ValueError(f"{directory} is not an image model (model_type {model_type!r}, no {LEGACY_IMAGE_FILE}); "
+                             "'hmmlvd image train' and PatchImageModel.save_pretrained write one")
+        image_shape, patch_size = _checked_geometry(geometry, source)
+        return cls(PatchCircuit.from_pretrained(directory, device=device), image_shape, patch_size)
+
+
+def _checked_geometry(geometry, source: Path) -> tuple[tuple[int, int, int], int]:
+    """``(image_shape, patch_size)`` read from ``geometry`` after checking their types and values."""
+    shape = geometry.get("image_shape") if isinstance(geometry, dict) else None
+    patch_size = geometry.get("patch_size") if isinstance(geometry, dict) else None
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(type(v) is int and v > 0 for v in shape)
+            or type(patch_size) is not int or patch_size < 1):
+        raise ValueError(f"{source}: image_shape must be three positive integers [C, H, W] and patch_size a positive "
+                         f"integer, got {shape!r} and {patch_size!r}")
+    return (shape[0], shape[1], shape[2]), patch_size

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ...io import atomic_write_json, read_json
+from .teachers import check_teacher_images
 
 TEACHER_FILE = "teacher.json"
 FORMAT_VERSION = 1
@@ -141,7 +142,7 @@ def sincos_positions(grid_size: int, dim: int) -> Tensor:
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).float()
 
 
-class Teacher:
+class MAETeacher:
     """A ViT-MAE (``transformers.ViTMAEForPreTraining``) with its pixel normalisation.
 
     ``pixel_mean``/``pixel_std`` hold one value per channel, for pixels scaled to [0, 1]. ``config`` and
@@ -149,7 +150,7 @@ class Teacher:
     """
 
     @classmethod
-    def initialise(cls, config: TeacherConfig, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> Teacher:
+    def initialise(cls, config: TeacherConfig, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> MAETeacher:
         """A freshly initialised teacher, seeded by ``config.seed`` without touching the global RNG.
 
         The fixed position embeddings of encoder and decoder are set to 2D sin-cos tables here: a new
@@ -178,7 +179,7 @@ class Teacher:
                              f"{pixel_mean}, {pixel_std}")
         if not model.vit.embeddings.position_embeddings.detach().any():
             warnings.warn("this ViT-MAE's position embeddings are all zero (a fresh transformers 5.x model?), so it "
-                          "cannot tell patches apart by position; build new teachers with Teacher.initialise",
+                          "cannot tell patches apart by position; build new teachers with MAETeacher.initialise",
                           RuntimeWarning, stacklevel=2)
         self.model = model.eval()
         self.pixel_mean = tuple(float(m) for m in pixel_mean)
@@ -189,6 +190,11 @@ class Teacher:
     @property
     def image_size(self) -> int:
         return int(self.model.config.image_size)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it encodes (the :class:`~hmmlvd.lvd.images.teachers.Teacher` protocol)."""
+        return self.num_channels, self.image_size, self.image_size
 
     @property
     def num_channels(self) -> int:
@@ -216,18 +222,13 @@ class Teacher:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: str | torch.device) -> Teacher:
+    def to(self, device: str | torch.device) -> MAETeacher:
         self.model.to(device)
         return self
 
     def check_images(self, images: Tensor) -> None:
         """Raise a ValueError unless ``images`` is a uint8 tensor [N, C, H, W] of this teacher's shape."""
-        expected = (self.num_channels, self.image_size, self.image_size)
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4 \
-                or tuple(images.shape[1:]) != expected:
-            got = (images.dtype, tuple(images.shape)) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a uint8 tensor [N, {expected[0]}, {expected[1]}, {expected[2]}] "
-                             f"(pixel values 0..255) for this teacher, got {got}")
+        check_teacher_images(self, images)
 
     def normalize(self, images: Tensor) -> Tensor:
         """Model input [N, C, H, W] float32 on the teacher's device from uint8 ``images`` [N, C, H, W]."""
@@ -287,7 +288,8 @@ class Teacher:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, pixel_mean: tuple[float, ...] | None = None,
-                        pixel_std: tuple[float, ...] | None = None) -> Teacher:
+                        pixel_std: tuple[float, ...] | None = None, *,
+                        device: str | torch.device = "cpu") -> MAETeacher:
         """Load a folder written by :meth:`save_pretrained`, or any ViT-MAE ``save_pretrained`` folder.
 
         The normalisation comes from, in order: the arguments, ``teacher.json``, a ``preprocessor_config.json``
@@ -312,6 +314,11 @@ class Teacher:
         channels = model.config.num_channels
         mean = pixel_mean or meta.get("pixel_mean") or processor.get("image_mean") or [0.5] * channels
         std = pixel_std or meta.get("pixel_std") or processor.get("image_std") or [0.5] * channels
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in [*mean, *std]):
+            raise ValueError(f"{path}: the pixel normalisation must be finite numbers, got mean {mean}, std {std}")
+        for name, values in model.state_dict().items():
+            if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+                raise ValueError(f"{path}: the weights {name} contain NaN or infinite values; the file is damaged")
         config = TeacherConfig.from_dict(meta["config"]) if meta.get("config") else None
         history = TeacherHistory.from_dict(meta["history"]) if meta.get("history") else None
-        return cls(model, tuple(mean), tuple(std), config, history)
+        return cls(model, tuple(mean), tuple(std), config, history).to(device)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ...io import atomic_write_json, load_tensors, save_tensors
 from ..embeddings import default_cache_dir
-from .teacher import Teacher, TeacherConfig, TeacherHistory
+from .teacher import MAETeacher, TeacherConfig, TeacherHistory
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FINAL_FOLDER = "teacher"
@@ -49,10 +49,10 @@ def teacher_key(config: TeacherConfig, images: Tensor) -> str:
 
 def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir: str | os.PathLike | None = None,
                   resume: bool = True, progress: bool = True, checkpoint_every: int = 100,
-                  device: str | torch.device | None = None) -> Teacher:
+                  device: str | torch.device | None = None) -> MAETeacher:
     """Train (or fetch from the cache) an MAE teacher on ``images`` uint8 [N, C, H, W].
 
-    The finished teacher lives in ``cache_dir/<key>/teacher`` (a ViT-MAE folder, see :meth:`Teacher.save_pretrained`)
+    The finished teacher lives in ``cache_dir/<key>/teacher`` (a ViT-MAE folder, see :meth:`MAETeacher.save_pretrained`)
     and a later call with the same config and images returns it without training. While training, a checkpoint
     (model, optimizer, step, history) is written atomically every ``checkpoint_every`` steps and after the last;
     ``resume=True`` continues from it. ``device`` defaults to the CPU.
@@ -63,7 +63,7 @@ def train_teacher(images: Tensor, config: TeacherConfig | None = None, cache_dir
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     folder = Path(cache_dir or default_teacher_cache()) / teacher_key(config, images)
     if (folder / FINAL_FOLDER / "config.json").is_file():
-        return Teacher.from_pretrained(folder / FINAL_FOLDER).to(device or "cpu")
+        return MAETeacher.from_pretrained(folder / FINAL_FOLDER).to(device or "cpu")
     teacher = _new_teacher(config, images)
     teacher.to(device or "cpu")
     optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=config.learning_rate,
@@ -113,11 +113,11 @@ def _generator(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + index)
 
 
-def _new_teacher(config: TeacherConfig, images: Tensor) -> Teacher:
+def _new_teacher(config: TeacherConfig, images: Tensor) -> MAETeacher:
     """A freshly initialised teacher with the per-channel pixel mean and std of ``images``."""
     scaled = images.transpose(0, 1).reshape(config.num_channels, -1).double() / 255.0
     mean, std = scaled.mean(1), scaled.std(1).clamp_min(1e-3)
-    return Teacher.initialise(config, tuple(mean.tolist()), tuple(std.tolist()))
+    return MAETeacher.initialise(config, tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def _learning_rate(config: TeacherConfig, step: int, total_steps: int) -> float:
@@ -128,7 +128,7 @@ def _learning_rate(config: TeacherConfig, step: int, total_steps: int) -> float:
     return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _training_step(teacher: Teacher, optimizer: torch.optim.Optimizer, batch: Tensor, step: int,
+def _training_step(teacher: MAETeacher, optimizer: torch.optim.Optimizer, batch: Tensor, step: int,
                    total_steps: int) -> tuple[float, float]:
     """One AdamW step on the MAE loss with a freshly drawn masked fraction; returns (loss, masked fraction)."""
     config = teacher.config
@@ -147,7 +147,7 @@ def _training_step(teacher: Teacher, optimizer: torch.optim.Optimizer, batch: Te
 
 
 
-def _save_checkpoint(path: Path, teacher: Teacher, optimizer: torch.optim.Optimizer, step: int) -> None:
+def _save_checkpoint(path: Path, teacher: MAETeacher, optimizer: torch.optim.Optimizer, step: int) -> None:
     tensors = {f"model.{name}": value for name, value in teacher.model.state_dict().items()}
     state = optimizer.state_dict()
     for index, values in state["state"].items():
@@ -156,7 +156,7 @@ def _save_checkpoint(path: Path, teacher: Teacher, optimizer: torch.optim.Optimi
                                  "history": asdict(teacher.history)})
 
 
-def _load_checkpoint(path: Path, teacher: Teacher, optimizer: torch.optim.Optimizer) -> int:
+def _load_checkpoint(path: Path, teacher: MAETeacher, optimizer: torch.optim.Optimizer) -> int:
     """Restore model, optimizer and history from ``path``; returns the number of steps already done."""
     tensors, meta = load_tensors(path, device=teacher.device)
     model_state = {name[len("model."):]: value for name, value in tensors.items() if name.startswith("model.")}
@@ -171,7 +171,7 @@ def _load_checkpoint(path: Path, teacher: Teacher, optimizer: torch.optim.Optimi
     return int(meta["step"])
 
 
-def _publish(teacher: Teacher, folder: Path) -> None:
+def _publish(teacher: MAETeacher, folder: Path) -> None:
     """Save the finished teacher as ``folder/teacher`` in one rename, then drop the checkpoint."""
     staging = Path(tempfile.mkdtemp(prefix=".teacher-", dir=folder))
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hmmlvd.lvd.images import Teacher, TeacherConfig
+from hmmlvd.lvd.images import MAETeacher, TeacherConfig
 
 
 def tiny_config(**changes) -> TeacherConfig:
@@ -21,9 +21,9 @@ def random_images(count: int, seed: int = 0, size: int = 8) -> torch.Tensor:
 
 
 @pytest.fixture
-def tiny_teacher() -> Teacher:
+def tiny_teacher() -> MAETeacher:
     """An untrained (seeded) tiny teacher: enough to test which patches the encoder sees."""
-    return Teacher.initialise(tiny_config(num_layers=2), (0.5,), (0.25,))
+    return MAETeacher.initialise(tiny_config(num_layers=2), (0.5,), (0.25,))
 
 
 @pytest.fixture(autouse=True)

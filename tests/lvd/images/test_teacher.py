@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from hmmlvd.lvd.images import Teacher, TeacherConfig, sincos_positions, train_teacher
+from hmmlvd.lvd.images import MAETeacher, TeacherConfig, sincos_positions, train_teacher
 from hmmlvd.lvd.images import training
 
 from .conftest import random_images, tiny_config
@@ -16,7 +16,7 @@ def constant_images(count: int, seed: int = 0) -> torch.Tensor:
     return levels.expand(count, 1, 8, 8).to(torch.uint8).contiguous()
 
 
-def states_equal(first: Teacher, second: Teacher) -> bool:
+def states_equal(first: MAETeacher, second: MAETeacher) -> bool:
     a, b = first.model.state_dict(), second.model.state_dict()
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
@@ -103,11 +103,11 @@ def test_pixel_normalisation_uses_training_mean_and_std(tmp_path):
 def test_from_pretrained_loads_any_saved_vit_mae_folder(tmp_path):
     from transformers import ViTMAEForPreTraining
 
-    model = Teacher.initialise(tiny_config(), (0.5,), (0.5,)).model      # a plain ViTMAEForPreTraining
+    model = MAETeacher.initialise(tiny_config(), (0.5,), (0.5,)).model      # a plain ViTMAEForPreTraining
     assert type(model) is ViTMAEForPreTraining
     model.save_pretrained(tmp_path)
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.25], "image_std": [0.5]}))
-    teacher = Teacher.from_pretrained(tmp_path)
+    teacher = MAETeacher.from_pretrained(tmp_path)
     assert teacher.config is None and teacher.history is None
     assert (teacher.pixel_mean, teacher.pixel_std) == ((0.25,), (0.5,))
     assert (teacher.num_patches, teacher.grid_size, teacher.feature_size) == (16, 4, 16)
@@ -125,7 +125,7 @@ def test_save_pretrained_round_trip_keeps_config_history_and_normalisation(tmp_p
     images, config = random_images(32), tiny_config(epochs=1)
     teacher = train_teacher(images, config, cache_dir=tmp_path / "cache", progress=False)
     teacher.save_pretrained(tmp_path / "saved")
-    loaded = Teacher.from_pretrained(tmp_path / "saved")
+    loaded = MAETeacher.from_pretrained(tmp_path / "saved")
     assert states_equal(teacher, loaded)
     assert (loaded.config, loaded.history) == (config, teacher.history)
     visible = torch.tensor([[5, 0, 15]]).expand(4, 3)
@@ -156,11 +156,11 @@ def test_bad_config_and_inputs_raise_clear_errors(tmp_path, tiny_teacher):
     with pytest.raises(ValueError, match="0..15"):
         tiny_teacher.encode(random_images(2), torch.tensor([[1], [16]]))
     with pytest.raises(ValueError, match="config.json is missing"):
-        Teacher.from_pretrained(tmp_path / "nothing")
+        MAETeacher.from_pretrained(tmp_path / "nothing")
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="must be a ViT-MAE"):
-        Teacher.from_pretrained(tmp_path / "bert")
+        MAETeacher.from_pretrained(tmp_path / "bert")
 
 
 def test_sincos_positions_follow_the_formula_and_tell_patches_apart():
@@ -185,4 +185,4 @@ def test_initialised_teacher_sees_positions_and_warns_about_zero_position_tables
     with torch.no_grad():
         model.vit.embeddings.position_embeddings.zero_()
     with pytest.warns(RuntimeWarning, match="position embeddings are all zero"):
-        Teacher(model, (0.5,), (0.5,))
+        MAETeacher(model, (0.5,), (0.5,))
