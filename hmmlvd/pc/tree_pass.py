@@ -198,15 +198,15 @@ def max_upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: 
     ``leaf`` ``[G, D, M, H]`` (log factors, overwritten) becomes ``values[g, v, m, h]``, the best log value of the
     subtree of ``v`` given ``h_v = h`` (max over the hidden states below ``v``); ``transitions``
     ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``. Returns ``(values, best)``, ``best`` ``[G, M]`` the
-    max over every hidden state of the tree. Each level holds a ``[G, n, M, H, H]`` temporary (n nodes in it).
+    max over every hidden state of the tree. Each node holds a ``[G, M, H, H]`` temporary.
     """
     tiny = torch.finfo(leaf.dtype).tiny
     log_transitions = transitions.clamp_min(tiny).log()
     values = leaf
-    for nodes, rows, parents in plan.levels:
-        below = values.index_select(1, nodes)[:, :, :, None, :]                        # [G, n, M, 1, Hc]
-        weights = log_transitions.index_select(1, rows)[:, :, None]                    # [G, n, 1, Hp, Hc]
-        values.index_add_(1, parents, (below + weights).amax(-1))                      # [G, n, M, Hp]
+    for node in plan.order:
+        below = values[:, node, :, None, :]                                             # [G, M, 1, Hc]
+        weights = log_transitions[:, plan.rows[node], None]                             # [G, 1, Hp, Hc]
+        values[:, plan.parents[node]] += (below + weights).amax(-1)                     # [G, M, Hp]
     top = root_weights.clamp_min(tiny).log()[:, None, :] + values[:, plan.root]        # [G, M, H]
     return values, top.amax(-1)
 
@@ -219,8 +219,8 @@ def argmax_states(plan: TreePlan, values: Tensor, transitions: Tensor, root_weig
     groups, num_nodes, columns, hidden = values.shape
     states = torch.empty(groups, num_nodes, columns, dtype=torch.long, device=values.device)
     states[:, plan.root] = (root_weights.clamp_min(tiny).log()[:, None] + values[:, plan.root]).argmax(-1)
-    for nodes, rows, parents in reversed(plan.levels):
-        above = states.index_select(1, parents)[..., None].expand(-1, -1, -1, hidden)  # [G, n, M, Hc]
-        scores = torch.gather(log_transitions.index_select(1, rows), 2, above) + values.index_select(1, nodes)
-        states[:, nodes] = scores.argmax(-1)
+    for node in reversed(plan.order):
+        above = states[:, plan.parents[node], :, None].expand(-1, -1, hidden)          # [G, M, Hc]
+        scores = torch.gather(log_transitions[:, plan.rows[node]], 1, above) + values[:, node]
+        states[:, node] = scores.argmax(-1)
     return states
