@@ -3,9 +3,10 @@
 ``p(Z_1..Z_P)`` is an HCLT over the patch latents (hidden size ``latent_hidden_size``, k by default) whose leaf
 for ``Z_i`` is replaced by the mixture ``Σ_c p(z_i = c | h_i) p(x_i | z_i = c)``; every ``p(X_i | Z_i = c)`` is an
 HCLT over the patch's ``D`` values (hidden size ``hidden_size``), with its own parameters for every (i, c), or
-with ``tied=True`` one shared set of k patch models. All sub-circuits share one value tree, so each tree level
+with ``tied=True`` one shared set of k patch models. All sub-circuits share one value tree, so each tree node
 is one batched GEMM over every (patch, cluster, example). It is one exact, normalised circuit, evaluated in
-log space; the EM methods make ``hmmlvd.em.fit(circuit, x, schedule)`` train it on patches ``x`` [N, P, D].
+scaled probability space (:mod:`.tree_pass`); the EM methods make ``hmmlvd.em.fit(circuit, x, schedule)`` train
+it on patches ``x`` [N, P, D].
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from ..em import NORMALIZATION_TOLERANCE, ParameterGroup, check_distributions
 from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
-from .tree_pass import TreePass, check_tree, downward, plan_tree, upward
+from .tree_pass import TreePass, Workspace, check_tree, downward, empty, plan_tree, upward
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
@@ -101,7 +102,7 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
-        self._log_table: tuple[Tensor, int, Tensor] | None = None     # (emissions, their version, log of them)
+        self._tied_table: tuple[Tensor, int, Tensor] | None = None    # (emissions, their version, [D·K, k·H] table)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -122,12 +123,17 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
+            table_counts = self.emission_table_counts() if self.config.tied else None
+            workspace = Workspace()
             for part in self.chunks(len(x), self.grouped_size):
-                passed, rows, missing = self.patch_forward(x[part])
+                passed, rows, missing = self.patch_forward(x[part], workspace)
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self.latent_backward(latent, counts)
-                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts)
+                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts, table_counts,
+                                    workspace)
                 results.append(latent[0].log_likelihood[0])
+            if table_counts is not None:
+                self.fold_emission_counts(table_counts, counts)
         return torch.cat(results)
 
     def log_likelihood(self, batch: Tensor) -> Tensor:
@@ -143,10 +149,10 @@ class PatchCircuit:
     # ------------------------------------------------------------------ queries
     def cluster_log_likelihoods(self, batch: Tensor) -> Tensor:
         """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
-        x, results = self.check_patches(batch), []
+        x, results, workspace = self.check_patches(batch), [], Workspace()
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
-                passed, _, _ = self.patch_forward(x[part])
+                passed, _, _ = self.patch_forward(x[part], workspace)
                 results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
@@ -228,19 +234,22 @@ class PatchCircuit:
                 self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
                 self._params["patch_emissions"].view(-1, hidden))
 
-    def log_emission_rows(self, rows: Tensor) -> Tensor:
-        """``log`` of the emission rows ``rows`` (indices into :meth:`_patch_views`' [G·D·K, H] table), a new
-        [len(rows), H] tensor. The log of the whole table is kept between calls while it is no larger than four
-        chunk buffers (it is taken again when the emissions are replaced or changed in place); a larger table has
-        only the gathered rows' log taken."""
+    def emission_rows(self, rows: Tensor, out: Tensor | None = None) -> Tensor:
+        """The emission rows ``rows`` (written into ``out`` when given), probabilities clamped at ``tiny`` (see
+        :func:`.tree_pass.upward`). Untied: rows of :meth:`patch_tables`' [G·D·K, H] table, [len(rows), H].
+        Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
+        value x at position v side by side (so a gather and a count scatter move k·H contiguous numbers per
+        value); it is laid out once and kept while the emissions are neither replaced nor changed in place."""
         emissions = self._params["patch_emissions"]
-        table = emissions.view(-1, self.config.hidden_size)
-        if emissions.numel() > 4 * self.chunk_elements:
-            return table.index_select(0, rows).clamp_min_(self._tiny).log_()
-        cached = self._log_table
+        if not self.config.tied:
+            table = emissions.view(-1, self.config.hidden_size)
+            return torch.index_select(table, 0, rows, out=out).clamp_min_(self._tiny)
+        cached = self._tied_table
         if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
-            cached = self._log_table = (emissions, emissions._version, table.clamp_min(self._tiny).log())
-        return cached[2].index_select(0, rows)
+            table = emissions[0].permute(1, 2, 0, 3).reshape(-1, emissions.shape[1] * emissions.shape[-1])
+            table = table.clamp_min(self._tiny)
+            cached = self._tied_table = (emissions, emissions._version, table)
+        return torch.index_select(cached[2], 0, rows, out=out)
 
     def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
@@ -250,44 +259,76 @@ class PatchCircuit:
         return per_group.view(patches, clusters, batch_size).permute(2, 0, 1)
 
     def from_clusters(self, values: Tensor) -> Tensor:
-        """[B, P, k] -> [G, M] (the inverse of :meth:`_to_clusters`)."""
+        """[B, P, k] -> [G, M] (the inverse of :meth:`to_clusters`)."""
         batch_size, patches, clusters = values.shape
         if self.config.tied:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
-    def patch_forward(self, x: Tensor) -> tuple[TreePass, Tensor, Tensor | None]:
-        """Every sub-circuit on every column: tied columns are (patch, example) pairs, untied ones examples.
-        Returns the pass, the emission rows of the leaves and the mask of missing values (None when none is)."""
-        config, stacks = self.config, self._stacks()
+    def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> tuple[TreePass, Tensor, Tensor | None]:
+        """Every sub-circuit on every column: tied columns are (patch, example) pairs (column i·B + b), untied ones
+        examples. Returns the pass, the emission rows of the leaves (see :meth:`emission_rows`) and the mask of
+        missing values ([stacks, 1, D, M]; None when none is). With a ``workspace`` the pass lives in its buffers
+        (valid until the next pass given the same workspace)."""
+        config = self.config
         values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
-        if config.tied:
-            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # column i·B + b
-        else:
-            columns = x.permute(1, 2, 0).reshape(stacks, 1, values, -1)                   # [P, 1, D, B]
-        width = columns.shape[-1]
         root, transitions, _ = self.patch_tables()
-        base = torch.arange(stacks * clusters * values, device=self.device).view(stacks, clusters, values, 1)
+        if config.tied:
+            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # [1, 1, D, M]
+            base = torch.arange(values, device=self.device).view(1, 1, values, 1)
+        else:
+            columns = x.permute(1, 2, 0).reshape(config.num_patches, 1, values, -1)       # [P, 1, D, B]
+            base = torch.arange(self.num_sub_circuits * values, device=self.device).view(-1, clusters, values, 1)
+        width = columns.shape[-1]
         rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = self.log_emission_rows(rows).view(stacks, clusters, values, width, hidden)
+        leaf = empty(workspace, "values", (self.num_sub_circuits, values, width, hidden), root)
+        if config.tied:                                                 # [D·M, k·H] -> [k, D, M, H]
+            gathered = self.emission_rows(rows, empty(workspace, "gathered", (len(rows), clusters * hidden), root))
+            leaf.copy_(gathered.view(values, width, clusters, hidden).permute(2, 0, 1, 3))
+        else:
+            self.emission_rows(rows, leaf.view(-1, hidden))
         if missing is not None:
-            leaf.masked_fill_(missing[..., None], 0.0)
-        passed = upward(self.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
+            leaf.view(len(missing), clusters, values, width, hidden).masked_fill_(missing[..., None], 1.0)
+        passed = upward(self.value_plan, leaf, transitions, root, workspace=workspace)
         return passed, rows, missing
 
     def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
-                        counts: dict[str, Tensor]) -> None:
+                       counts: dict[str, Tensor], table_counts: Tensor | None = None,
+                       workspace: Workspace | None = None) -> None:
+        """Adds the patch models' counts given the flows ``root_flows`` [G, M] into their roots (the posterior of
+        each sub-circuit): a tied circuit's emission counts go into ``table_counts`` (:meth:`emission_table_counts`,
+        folded into ``counts`` by :meth:`fold_emission_counts`) when given, else straight into ``counts``."""
         root, transitions, _ = self.patch_tables()
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
-                         root_counts=counts["patch_root"].view(root.shape))
-        stacks, hidden = self._stacks(), self.config.hidden_size
-        flows = flows.view(stacks, self.config.num_clusters, *flows.shape[1:])
+                         root_counts=counts["patch_root"].view(root.shape), workspace=workspace)
+        config = self.config
         if missing is not None:
-            flows.masked_fill_(missing[..., None], 0.0)
-        counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+            flows.view(len(missing), config.num_clusters, *flows.shape[1:]).masked_fill_(missing[..., None], 0.0)
+        if not config.tied:
+            counts["patch_emissions"].view(-1, config.hidden_size).index_add_(0, rows, flows.view(-1, config.hidden_size))
+            return
+        own = table_counts is None
+        table_counts = self.emission_table_counts() if own else table_counts
+        by_value = empty(workspace, "gathered", (len(rows), table_counts.shape[1]), flows)
+        by_value.view(flows.shape[1], flows.shape[2], flows.shape[0], -1).copy_(flows.permute(1, 2, 0, 3))
+        table_counts.index_add_(0, rows, by_value)
+        if own:
+            self.fold_emission_counts(table_counts, counts)
+
+    def emission_table_counts(self) -> Tensor:
+        """Zero counts laid out as the tied emission table of :meth:`emission_rows`, [D·K, k·H]."""
+        config = self.config
+        return torch.zeros(config.values_per_patch * config.num_categories, config.num_clusters * config.hidden_size,
+                           dtype=self.dtype, device=self.device)
+
+    def fold_emission_counts(self, table_counts: Tensor, counts: dict[str, Tensor]) -> None:
+        """Add ``table_counts`` [D·K, k·H] (tied) into ``counts["patch_emissions"]`` [1, k, D, K, H]."""
+        config = self.config
+        counts["patch_emissions"][0] += table_counts.view(config.values_per_patch, config.num_categories,
+                                                          config.num_clusters, config.hidden_size).permute(2, 0, 1, 3)
 
     def latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
         """The HCLT over the latents, its leaf for Z_i being the mixture over clusters of the patch likelihoods."""
@@ -296,8 +337,8 @@ class PatchCircuit:
         shift = per_patch.amax(-1, keepdim=True)
         probs = torch.exp(per_patch - shift)
         sums = torch.matmul(probs, emissions.transpose(1, 2)).clamp_min_(self._tiny)         # [P, B, Ht]
-        passed = upward(self.latent_plan, (sums.log() + shift)[None], self._params["latent_transitions"],
-                        self._params["latent_root"])
+        passed = upward(self.latent_plan, sums[None].clone(), self._params["latent_transitions"],
+                        self._params["latent_root"], log_scale=shift.sum(0).T)
         return passed, probs, sums
 
     def latent_backward(self, latent: tuple[TreePass, Tensor, Tensor], counts: dict[str, Tensor]) -> Tensor:

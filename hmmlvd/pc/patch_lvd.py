@@ -86,11 +86,12 @@ def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPas
     columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=device)
     columns[block, slot] = flat[order]
     columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
-    root, transitions, _ = circuit.patch_tables()
+    root, transitions, emissions = circuit.patch_tables()
     base = (block_group[:, None] * values + torch.arange(values, device=device))[..., None]           # [nb, D, 1]
     rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
     observed = columns >= 0
-    leaf = circuit.log_emission_rows(rows).view(*columns.shape, hidden).masked_fill_(~observed[..., None], 0.0)
+    leaf = emissions.index_select(0, rows).clamp_min_(torch.finfo(circuit.dtype).tiny).view(*columns.shape, hidden)
+    leaf.masked_fill_(~observed[..., None], 1.0)
     transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
     passed = upward(circuit.value_plan, leaf, transitions, root)
     column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
@@ -116,10 +117,9 @@ def _assigned_backward(circuit: PatchCircuit, patches: AssignedPass, counts: dic
 def _observed_latent_forward(circuit: PatchCircuit, z: Tensor) -> TreePass:
     """The HCLT over the latents with every Z_i observed."""
     tables = circuit.parameters
-    tiny = torch.finfo(circuit.dtype).tiny
-    log_emissions = tables["latent_emissions"].clamp_min(tiny).log().transpose(1, 2)                   # [P, k, Ht]
+    emissions = tables["latent_emissions"].transpose(1, 2)                                             # [P, k, Ht]
     per_patch = z.T[..., None].expand(-1, -1, circuit.config.latent_hidden_size)                      # [P, B, Ht]
-    leaf = torch.gather(log_emissions, 1, per_patch)
+    leaf = torch.gather(emissions, 1, per_patch).clamp_min_(torch.finfo(circuit.dtype).tiny)
     return upward(circuit.latent_plan, leaf[None].contiguous(), tables["latent_transitions"], tables["latent_root"])
 
 

@@ -134,10 +134,10 @@ def _mpe_chunk(circuit: PatchCircuit, chunk: Tensor) -> tuple[Tensor, Tensor]:
     best_emission, best_value = tables["patch_emissions"].max(3)                               # [S, k, D, H]
     base = torch.arange(stacks * clusters * values, device=circuit.device).view(stacks, clusters, values, 1)
     rows = (base * config.num_categories + columns[:, None].clamp_min(0)).reshape(-1)
-    leaf = circuit.log_emission_rows(rows).view(stacks, clusters, values, width, hidden)
+    root, transitions, emission_rows = circuit.patch_tables()
+    leaf = emission_rows.index_select(0, rows).clamp_min_(tiny).log_().view(stacks, clusters, values, width, hidden)
     missing = (columns < 0)[:, None, :, :, None]
     leaf = torch.where(missing, best_emission.clamp_min(tiny).log()[:, :, :, None], leaf)
-    root, transitions, _ = circuit.patch_tables()
     patch_values, patch_best = max_upward(circuit.value_plan, leaf.view(-1, values, width, hidden), transitions, root)
     z, score = _latent_mpe(circuit, circuit.to_clusters(patch_best, len(chunk)))              # [B, P], [B]
     states = argmax_states(circuit.value_plan, patch_values, transitions, root)               # [G, D, M]

@@ -1,15 +1,20 @@
-"""Vectorised passes over many hidden Chow–Liu trees of one shape at once (log space).
+"""Vectorised passes over many hidden Chow–Liu trees of one shape at once (scaled probability space).
 
 A tree over ``D`` variables with hidden size ``H``: variable ``v`` has a hidden state ``h_v`` and a leaf
-factor ``leaf[v, h_v]`` (a log value given by the caller); every non-root ``v`` has a transition
-``p(h_v | h_parent(v))`` and the root a prior ``p(h_root)``. ``G`` trees share the structure and each has
-its own parameters; values are laid out ``[G, D, M, H]`` for ``M`` columns (examples) per tree. The upward
-pass runs level by level (leaves first), one batched GEMM per level; the downward pass gives the flows
-(posterior marginals of every hidden state) and the expected counts of every parameter.
+factor ``leaf[v, h_v]`` (a probability given by the caller, 1 for a missing value); every non-root ``v`` has a
+transition ``p(h_v | h_parent(v))`` and the root a prior ``p(h_root)``. ``G`` trees share the structure and each
+has its own parameters; values are laid out ``[G, D, M, H]`` for ``M`` columns (examples) per tree.
+
+As in the HMM engine (:mod:`hmmlvd.hmm.inference`), the passes run in probability space: the upward pass visits
+the nodes children first, divides each node's value by its sum over ``H`` (keeping the log of the sums, so no
+exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to its parent. The downward pass
+gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
+Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -17,12 +22,13 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class TreePlan:
-    """The levels of a rooted tree: ``levels[h] = (nodes, transition rows, parents)`` of the non-root nodes of
-    height ``h`` (leaves first). Transitions are stored for the non-root nodes in increasing id order."""
+    """A rooted tree: ``order`` lists the non-root nodes children first (by height, then id); ``rows[v]`` is the
+    transition row of non-root node ``v`` (transitions are stored for the non-root nodes in increasing id order)."""
 
     parents: tuple[int, ...]
     root: int
-    levels: tuple[tuple[Tensor, Tensor, Tensor], ...]
+    order: tuple[int, ...]
+    rows: tuple[int, ...]
 
     @property
     def num_nodes(self) -> int:
@@ -46,7 +52,9 @@ def check_tree(parents) -> tuple[int, ...]:
 
 
 def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
-    """The :class:`TreePlan` of the tree given by ``parents`` (``-1`` for the root)."""
+    """The :class:`TreePlan` of the tree given by ``parents`` (``-1`` for the root); ``device`` is unused (the
+    plan holds Python ints only) and kept for the callers' convenience."""
+    del device
     parents = check_tree(parents)
     height = [0] * len(parents)
     changed = True
@@ -56,73 +64,108 @@ def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
             if parent >= 0 and height[parent] < height[node] + 1:
                 height[parent], changed = height[node] + 1, True
     root = parents.index(-1)
-    row = {node: index for index, node in enumerate(v for v in range(len(parents)) if v != root)}
-    levels = []
-    for level in range(max(height) + 1):
-        nodes = [v for v in range(len(parents)) if height[v] == level and v != root]
-        if nodes:
-            levels.append(tuple(torch.tensor(ids, dtype=torch.long, device=device)
-                                for ids in (nodes, [row[v] for v in nodes], [parents[v] for v in nodes])))
-    return TreePlan(parents, root, tuple(levels))
+    non_root = [v for v in range(len(parents)) if v != root]
+    rows = [-1] * len(parents)
+    for index, node in enumerate(non_root):
+        rows[node] = index
+    order = tuple(sorted(non_root, key=lambda v: (height[v], v)))
+    return TreePlan(parents, root, order, tuple(rows))
+
+
+@dataclass
+class Workspace:
+    """Buffers reused by the chunks of one call. The CPU allocator hands large blocks back to the system, so a
+    fresh buffer per chunk would be paid again in page faults; a pass given a workspace writes its large
+    intermediates into it, and what it returns is valid until the next pass with the same workspace."""
+
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised ``shape`` tensor of ``like``'s dtype and device, kept under ``name``."""
+        numel = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.buffers[name] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel].view(shape)
+
+
+def empty(workspace: Workspace | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """``workspace.get(name, shape, like)``, or a new tensor without a workspace."""
+    if workspace is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return workspace.get(name, shape, like)
 
 
 @dataclass
 class TreePass:
     """What the upward pass leaves for the downward one.
 
-    ``values[g, v, m, h]`` is the log value of the subtree of ``v`` given ``h_v = h`` (leaf plus the messages
-    of its children); ``level_sums``/``level_shifts`` the (shifted) message sums of each level.
+    ``values[g, v, m]`` is the value of the subtree of ``v`` given ``h_v`` (leaf times the messages of its
+    children) divided by its sum over ``h_v``; ``messages[j]`` ``[G, M, H_parent]`` is what the node
+    ``plan.order[j]`` sent to its parent, ``Σ_h p(h | h_parent) values[:, v, :, h]``.
     """
 
-    values: Tensor
-    level_sums: list[Tensor]        # [G, n, M, H_parent]
-    level_shifts: list[Tensor]      # [G, n, M, 1]
-    root_probs: Tensor              # [G, M, H]
-    root_sums: Tensor               # [G, M]
+    values: Tensor                  # [G, D, M, H]
+    messages: list[Tensor]          # D-1 of [G, M, H]
+    root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
 
 
-def _shifted_exp(values: Tensor) -> tuple[Tensor, Tensor]:
-    shift = values.amax(-1, keepdim=True)
-    return torch.exp(values - shift), shift
+def _normalize(node: Tensor, tiny: float) -> Tensor:
+    """Divide ``node`` [G, M, H] by its sums over H (clamped at ``tiny``); returns the sums [G, M, 1]."""
+    sums = node.sum(-1, keepdim=True).clamp_min_(tiny)
+    node.div_(sums)
+    return sums
 
 
-def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor) -> TreePass:
-    """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (overwritten with the values),
-    ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``."""
+def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
+           log_scale: Tensor | None = None, workspace: Workspace | None = None) -> TreePass:
+    """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
+    values), ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M],
+    when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by).
+
+    The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
+    message (a transition row has a positive entry), so the downward pass never divides by zero."""
     tiny = torch.finfo(leaf.dtype).tiny
-    values, sums_per_level, shifts = leaf, [], []
-    for nodes, rows, parents in plan.levels:
-        probs, shift = _shifted_exp(values.index_select(1, nodes))                    # [G, n, M, H]
-        weights = transitions.index_select(1, rows)                                     # [G, n, Hp, Hc]
-        sums = torch.matmul(probs, weights.transpose(-1, -2)).clamp_min_(tiny)          # [G, n, M, Hp]
-        values.index_add_(1, parents, sums.log() + shift)
-        sums_per_level.append(sums)
-        shifts.append(shift)
-    root_probs, root_shift = _shifted_exp(values[:, plan.root])                         # [G, M, H]
-    root_sums = torch.matmul(root_probs, root_weights[:, :, None])[..., 0].clamp_min_(tiny)
-    return TreePass(values, sums_per_level, shifts, root_probs, root_sums, root_sums.log() + root_shift[..., 0])
+    values, sums = leaf, []
+    groups, num_nodes, columns, hidden = values.shape
+    messages = list(empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values))
+    for node, message in zip(plan.order, messages):
+        below = values[:, node]                                                         # [G, M, Hc]
+        sums.append(_normalize(below, tiny))
+        weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
+        torch.bmm(below, weights.transpose(1, 2), out=message)                          # [G, M, Hp]
+        values[:, plan.parents[node]].mul_(message)
+    top = values[:, plan.root]
+    sums.append(_normalize(top, tiny))
+    root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
+    log_likelihood = torch.cat(sums, -1).log_().sum(-1) + root_sums.log()
+    if log_scale is not None:
+        log_likelihood += log_scale
+    return TreePass(values, messages, root_sums, log_likelihood)
 
 
 def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, root_flows: Tensor, *,
-             transition_counts: Tensor | None = None, root_counts: Tensor | None = None) -> Tensor:
-    """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state); adds the
-    expected counts into ``transition_counts`` ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
+             transition_counts: Tensor | None = None, root_counts: Tensor | None = None,
+             workspace: Workspace | None = None) -> Tensor:
+    """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state), written over
+    ``forward.values`` (the pass cannot be used again); adds the expected counts into ``transition_counts``
+    ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
     values = forward.values
-    flows = torch.zeros_like(values)
-    top = forward.root_probs * root_weights[:, None, :] * (root_flows / forward.root_sums)[..., None]
-    flows[:, plan.root] = top
+    back = empty(workspace, "back", values[:, 0].shape, values)
+    top = values[:, plan.root]
+    top.mul_(root_weights[:, None, :]).mul_((root_flows / forward.root_sums)[..., None])
     if root_counts is not None:
         root_counts += top.sum(1)
-    for (nodes, rows, parents), sums, shift in zip(reversed(plan.levels), reversed(forward.level_sums),
-                                                    reversed(forward.level_shifts)):
-        ratio = flows.index_select(1, parents) / sums                                   # [G, n, M, Hp]
-        probs = torch.exp(values.index_select(1, nodes) - shift)                        # [G, n, M, Hc]
-        weights = transitions.index_select(1, rows)
-        flows.index_copy_(1, nodes, probs * torch.matmul(ratio, weights))
+    for node, message in zip(reversed(plan.order), reversed(forward.messages)):
+        ratio = torch.div(values[:, plan.parents[node]], message, out=message)          # [G, M, Hp]
+        below = values[:, node]                                                         # [G, M, Hc]
+        weights = transitions[:, plan.rows[node]]
         if transition_counts is not None:
-            transition_counts.index_add_(1, rows, weights * torch.matmul(ratio.transpose(-1, -2), probs))
-    return flows
+            transition_counts[:, plan.rows[node]].addcmul_(weights, torch.bmm(ratio.transpose(1, 2), below))
+        below.mul_(torch.bmm(ratio, weights, out=back))
+    forward.messages = []
+    return values
 
 
 def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
@@ -139,13 +182,13 @@ def sample_states(plan: TreePlan, forward: TreePass, transitions: Tensor, root_w
     values = forward.values
     groups, num_nodes, columns, hidden = values.shape
     states = torch.zeros(groups, num_nodes, columns, dtype=torch.long, device=values.device)
-    states[:, plan.root] = sample_categorical(root_weights.clamp_min(tiny).log()[:, None] + values[:, plan.root],
-                                              generator)
-    for nodes, rows, parents in reversed(plan.levels):
-        parent_states = states.index_select(1, parents)                                 # [G, n, M]
-        log_weights = transitions.index_select(1, rows).clamp_min(tiny).log()           # [G, n, Hp, Hc]
-        chosen_rows = torch.gather(log_weights, 2, parent_states[..., None].expand(-1, -1, -1, hidden))
-        states[:, nodes] = sample_categorical(chosen_rows + values.index_select(1, nodes), generator)
+    top = root_weights[:, None, :] * values[:, plan.root]
+    states[:, plan.root] = sample_categorical(top.clamp_min_(tiny).log_(), generator)
+    for node in reversed(plan.order):
+        parent_states = states[:, plan.parents[node]]                                   # [G, M]
+        weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
+        chosen_rows = torch.gather(weights, 1, parent_states[..., None].expand(-1, -1, hidden))
+        states[:, node] = sample_categorical((chosen_rows * values[:, node]).clamp_min_(tiny).log_(), generator)
     return states
 
 
@@ -155,15 +198,15 @@ def max_upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: 
     ``leaf`` ``[G, D, M, H]`` (log factors, overwritten) becomes ``values[g, v, m, h]``, the best log value of the
     subtree of ``v`` given ``h_v = h`` (max over the hidden states below ``v``); ``transitions``
     ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``. Returns ``(values, best)``, ``best`` ``[G, M]`` the
-    max over every hidden state of the tree. Each level holds a ``[G, n, M, H, H]`` temporary (n nodes in it).
+    max over every hidden state of the tree. Each node holds a ``[G, M, H, H]`` temporary.
     """
     tiny = torch.finfo(leaf.dtype).tiny
     log_transitions = transitions.clamp_min(tiny).log()
     values = leaf
-    for nodes, rows, parents in plan.levels:
-        below = values.index_select(1, nodes)[:, :, :, None, :]                        # [G, n, M, 1, Hc]
-        weights = log_transitions.index_select(1, rows)[:, :, None]                    # [G, n, 1, Hp, Hc]
-        values.index_add_(1, parents, (below + weights).amax(-1))                      # [G, n, M, Hp]
+    for node in plan.order:
+        below = values[:, node, :, None, :]                                             # [G, M, 1, Hc]
+        weights = log_transitions[:, plan.rows[node], None]                             # [G, 1, Hp, Hc]
+        values[:, plan.parents[node]] += (below + weights).amax(-1)                     # [G, M, Hp]
     top = root_weights.clamp_min(tiny).log()[:, None, :] + values[:, plan.root]        # [G, M, H]
     return values, top.amax(-1)
 
@@ -176,8 +219,8 @@ def argmax_states(plan: TreePlan, values: Tensor, transitions: Tensor, root_weig
     groups, num_nodes, columns, hidden = values.shape
     states = torch.empty(groups, num_nodes, columns, dtype=torch.long, device=values.device)
     states[:, plan.root] = (root_weights.clamp_min(tiny).log()[:, None] + values[:, plan.root]).argmax(-1)
-    for nodes, rows, parents in reversed(plan.levels):
-        above = states.index_select(1, parents)[..., None].expand(-1, -1, -1, hidden)  # [G, n, M, Hc]
-        scores = torch.gather(log_transitions.index_select(1, rows), 2, above) + values.index_select(1, nodes)
-        states[:, nodes] = scores.argmax(-1)
+    for node in reversed(plan.order):
+        above = states[:, plan.parents[node], :, None].expand(-1, -1, hidden)          # [G, M, Hc]
+        scores = torch.gather(log_transitions[:, plan.rows[node]], 1, above) + values[:, node]
+        states[:, node] = scores.argmax(-1)
     return states
