@@ -57,13 +57,18 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(num_examples, generator=generator)
 
 
-def _check_fit_arguments(data: Tensor, batch_size: int, pseudocount: float) -> None:
+def _check_fit_arguments(data: Tensor, batch_size: int, pseudocount: float, valid: Tensor | None,
+                         patience: int | None, keep_best: bool) -> None:
     if not isinstance(data, Tensor) or data.dim() < 2 or len(data) == 0:
         raise ValueError("data must be a non-empty tensor of examples [N, ...]")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if pseudocount < 0:
         raise ValueError(f"pseudocount must be >= 0, got {pseudocount}")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+    if (patience is not None or keep_best) and (not isinstance(valid, Tensor) or len(valid) == 0):
+        raise ValueError("patience and keep_best need a non-empty validation split: pass valid=")
 
 
 def fit(
@@ -82,6 +87,8 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, History], None] | None = None,
+    patience: int | None = None,
+    keep_best: bool = False,
 ) -> History:
     """Train ``model`` by EM on ``data`` for ``schedule.num_epochs`` epochs.
 
@@ -92,25 +99,36 @@ def fit(
     every ``checkpoint_every`` updates); ``resume=True`` continues from it and gives
     the same result as an uninterrupted run.
 
+    With ``valid`` ``[M, ...]`` the mean validation log-likelihood is measured after every epoch and
+    ``History.best_epoch`` records the best one. ``patience=p`` stops the run after ``p`` epochs in a row
+    without a strictly better validation log-likelihood (``History.stopped_epoch``); ``keep_best=True``
+    leaves the model with the parameters of the best validation epoch when the run ends. Both need
+    ``valid``; the best parameters and the counters are checkpointed, so a resumed run stops at the same
+    epoch and keeps the same parameters as an uninterrupted one.
+
     When ``torch.distributed`` is initialised, every process runs ``fit`` with the same
     arguments and data: each batch is split across processes, the counts are summed with
     ``all_reduce``, every process applies the same M-step, and rank 0 writes checkpoints.
     """
-    _check_fit_arguments(data, batch_size, pseudocount)
+    _check_fit_arguments(data, batch_size, pseudocount, valid, patience, keep_best)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
     device = torch.device(device) if device is not None else next(iter(model.parameter_groups().values())).values.device
     rank, _ = rank_and_world_size()
     steps_per_epoch = 1 if full_batch else math.ceil(len(data) / batch_size)
-    checkpoint = None if checkpoint_dir is None else Checkpoint(
-        checkpoint_dir, {"num_examples": len(data), "batch_size": batch_size, "seed": seed,
-                         "full_batch": full_batch, "pseudocount": pseudocount}, rank)
+    checkpoint = None if checkpoint_dir is None else Checkpoint(checkpoint_dir, {
+        "num_examples": len(data), "batch_size": batch_size, "seed": seed, "full_batch": full_batch,
+        "pseudocount": pseudocount,
+        **({"patience": patience} if patience is not None else {}), **({"keep_best": True} if keep_best else {})},
+        rank)
     state = checkpoint.restore(model) if resume else LoopState()
     history, start_epoch, start_step = state.history, state.epoch, state.step
 
     bar = tqdm(total=schedule.num_epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_step,
                desc="EM", unit="update", disable=not progress or rank != 0)
     for epoch in range(start_epoch, schedule.num_epochs):
+        if history.stopped_epoch is not None:          # a resumed run that patience had already ended
+            break
         clock = time.perf_counter()
         order = None if full_batch else epoch_order(len(data), seed, epoch)
         for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
@@ -132,13 +150,29 @@ def fit(
             history.valid_log_likelihood.append(mean_log_likelihood(model, valid, batch_size, device))
             if progress and rank == 0:
                 bar.write(_epoch_line(epoch, schedule.num_epochs, history, time.perf_counter() - clock))
+            _track_best(model, state, epoch, schedule.num_epochs, patience, keep_best)
         state.epoch, state.step, state.running = epoch + 1, 0, [0.0, 0]
         if checkpoint is not None:
             checkpoint.save(model, state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     bar.close()
+    if keep_best and state.best_parameters is not None:
+        model.set_parameters({name: values.clone() for name, values in state.best_parameters.items()})
     return history
+
+
+def _track_best(model: EMModel, state: LoopState, epoch: int, num_epochs: int, patience: int | None,
+                keep_best: bool) -> None:
+    """After the validation of ``epoch``: record a new best epoch (and, with ``keep_best``, its parameters),
+    and mark the run stopped when ``patience`` epochs have passed without one and epochs remain."""
+    history, valid = state.history, state.history.valid_log_likelihood
+    if history.best_epoch is None or valid[-1] > valid[history.best_epoch]:
+        history.best_epoch = len(valid) - 1
+        if keep_best:
+            state.best_parameters = {name: group.values.clone() for name, group in model.parameter_groups().items()}
+    if patience is not None and len(valid) - 1 - history.best_epoch >= patience and epoch + 1 < num_epochs:
+        history.stopped_epoch = epoch
 
 
 def _update_chunks(data: Tensor, order: Tensor | None, step: int, batch_size: int) -> list[Tensor]:
