@@ -6,7 +6,7 @@
     em.fit(circuit, train, em.LinearAnneal(0.5, 0.05, 10), batch_size=256)
     circuit.log_likelihood(test)                                # -1 entries are marginalised
     em.fit(circuit, pc.soften(train, 0.001), ...)               # data softening: EM on soft evidence
-    pc.train_hclt(train, valid)                                 # regularisation and epochs chosen on valid
+    pc.train_hclt(train, valid)                                 # hidden size, regularisation, epochs chosen on valid
     pc.sample(circuit, 16); pc.conditional_marginals(circuit, evidence)
     pc.max_product_assignment(circuit, evidence)                # MPE completion and its log score
     # a PatchCircuit takes the same verbs on patches [B, P, D] (-1 = missing): sample, conditional_marginals

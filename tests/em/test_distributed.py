@@ -105,7 +105,6 @@ def _full_batch_worker(rank, init_file, out_dir):
     dist.destroy_process_group()
 
 
-@pytest.mark.slow
 def test_two_processes_full_batch_with_uneven_shards_and_resume_match_one(tmp_path):
     from safetensors.torch import load_file
 

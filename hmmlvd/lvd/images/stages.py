@@ -157,18 +157,24 @@ def train_lvd(run: Run, model: PatchImageModel, x_train: Tensor, assignments: Te
 
 def train_pixel_hclt(run: Run, train_images: Tensor, valid_images: Tensor, num_latents: int,
                      num_categories: int) -> TrainedModel:
-    """A pixel-level HCLT with ``num_latents`` hidden states, by EM with the baselines' budget."""
+    """A pixel-level HCLT with ``num_latents`` hidden states, trained by :func:`pc.train_hclt` (one setting, no
+    search) with the baselines' budget; the best valid epoch is kept."""
     done = run.finished("hclt", lambda folder: pc.Circuit.from_pretrained(folder, device=run.device))
     if done is not None:
         circuit, record = done
     else:
-        pixels = train_images.flatten(1).long()
+        config = run.config
+        recipe = pc.HCLTRecipe(hidden_sizes=(num_latents,), grid=(pc.Regularization(config.pseudocount),),
+                               minibatch_epochs=config.baseline_epochs, fullbatch_epochs=0,
+                               batch_size=config.batch_size, step_start=config.step_start, step_end=config.step_end,
+                               mi_bins=8, time_budget=None, seed=config.seed, device=str(run.device))
         start = time.perf_counter()
-        circuit = pc.Circuit(pc.structures.hclt(pixels, num_latents, num_categories, num_bins=8),
-                             seed=run.config.seed, device=run.device)
-        history = em.fit(circuit, pixels, run.config.schedule(run.config.baseline_epochs),
-                         valid=valid_images.flatten(1).long(), **run.fit_options("hclt"))
-        record = {"curve": [bits_per_dimension(ll, pixels.shape[1]) for ll in history.valid_log_likelihood],
+        checkpoints = run.directory / CHECKPOINTS_DIR / "hclt" if run.directory is not None else None
+        trained = pc.train_hclt(train_images.flatten(1), valid_images.flatten(1), recipe,
+                                num_categories=num_categories, directory=checkpoints,
+                                resume=run.resume and checkpoints is not None, progress=config.progress)
+        circuit, num_pixels = trained.circuit, train_images[0].numel()
+        record = {"curve": [bits_per_dimension(ll, num_pixels) for ll in trained.trials[0].valid_curves["mini-batch"]],
                   "seconds": {"em": time.perf_counter() - start, "num_latents": num_latents}}
         run.keep("hclt", circuit, record)
     return TrainedModel("hclt", circuit, circuit.num_parameters, *run.evaluate(circuit), record["curve"],
