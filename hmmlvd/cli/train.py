@@ -15,6 +15,7 @@ from ..lm import LanguageModel
 from ..lvd.encoder import ENCODER_DTYPES
 from ..lvd.recipe import INITS, RECIPE_PRESETS, RecipeConfig, resolve_preset, train
 
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train an HMM on WikiText-2 (LVD or random init, then two-phase mini-batch EM)",

@@ -175,3 +175,22 @@ def test_bad_images_are_refused(digits, tmp_path):
         train(train_images.float(), valid_images, config(tmp_path), num_categories=17)
     with pytest.raises(ValueError, match="valid images"):
         train(train_images, valid_images[:, :, :4], config(tmp_path), num_categories=17)
+
+
+@pytest.mark.parametrize("latents", ["pixels", "mae"])
+def test_the_recipe_runs_on_small_rgb_images_with_the_teacher_sized_from_them(latents, tmp_path):
+    # CIFAR-shaped in miniature: 3 channels, 8×8, the colour of each 4×4 patch drawn from a few kinds
+    generator = torch.Generator().manual_seed(2)
+    kinds = torch.randint(0, 3, (160, 1, 2, 2), generator=generator)
+    colours = torch.tensor([[2, 9, 14], [13, 3, 6], [7, 7, 1]])[kinds].permute(0, 4, 2, 3, 1)[..., 0]   # [N, 3, 2, 2]
+    images = colours.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    images = (images + torch.randint(-1, 2, images.shape, generator=generator)).clamp(0, 16).to(torch.uint8)
+    settings = ImageRecipeConfig(num_clusters=3, hidden_size=2, tied=True, latents=latents, teacher_epochs=1,
+                                 models=("lvd", "em"), lvd_epochs=1, latent_epochs=1, finetune_epochs=1,
+                                 kmeans_iterations=5, kmeans_restarts=1, progress=False,
+                                 cache_dir=str(tmp_path / "teachers"))
+    result = train(images[:120], images[120:], settings, num_categories=17)
+    assert tuple(result.teacher.image_shape) == (3, 8, 8) and result.teacher.patch_size == 4
+    assert result.models["lvd"].model.image_shape == (3, 8, 8)
+    for trained in result.models.values():
+        assert 0 < trained.valid_bpd < math.log2(17)
