@@ -61,6 +61,9 @@ def _add_train(commands) -> None:
     parser.add_argument("--kmeans-restarts", type=int,
                         help="K-means runs from different seeds, the best kept (default "
                              f"{ImageRecipeConfig.kmeans_restarts}, as the paper's code; the full preset: 1)")
+    parser.add_argument("--kmeans-backend", choices=("auto", "torch"), default="auto",
+                        help="auto: faiss in a single process when installed, torch otherwise; torch: always the "
+                             "torch K-means (what every run under torchrun uses, so 1 and N processes agree)")
     parser.add_argument("--patch-states", choices=PATCH_STATES, default=ImageRecipeConfig.patch_states,
                         help="start of the Lemma 1 fit: bins (the patch models fitted in closed form on quantile "
                              "bins of the pixels as their hidden states; default) or random (random parameters)")
@@ -129,7 +132,7 @@ def recipe_config(args) -> ImageRecipeConfig:
     return ImageRecipeConfig.preset(
         args.preset, patch_size=args.patch_size, context=args.context, teacher_path=args.teacher,
         latents=args.latents or ("mae" if args.teacher else ImageRecipeConfig.latents),
-        batch_size=args.batch_size, pseudocount=args.pseudocount,
+        batch_size=args.batch_size, pseudocount=args.pseudocount, kmeans_backend=args.kmeans_backend,
         patch_states=args.patch_states, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         progress=not args.no_progress, **overrides)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ... import em
-from ..kmeans import KMEANS_ITERATIONS, KMEANS_RESTARTS
+from ..kmeans import BACKENDS, KMEANS_ITERATIONS, KMEANS_RESTARTS
 from .features import CONTEXTS
 from .teacher import TeacherConfig
 
@@ -60,6 +60,8 @@ class ImageRecipeConfig:
     55,000 Fashion-MNIST training images the bins took LVD from 0.003 bpd behind EM alone to 0.004 ahead at k=4,
     H=16 (three seeds) and from +0.009 to +0.017 at k=8, H=16; with H=4 they cost 0.001-0.002 (bench/RESULTS.md).
     ``train_size`` keeps the first N training images (None: all of them).
+    ``kmeans_backend="torch"`` always uses the torch K-means, which every run under torchrun uses, so that one and
+    several processes give the same latents ("auto": faiss in a single process when installed).
     K-means keeps the best of ``kmeans_restarts`` runs of ``kmeans_iterations`` Lloyd steps. Five runs, as in the
     paper's public code, cost five times one run's seconds (the least of the stages) and matter where a few
     clusters split the data: at k=4, H=16 on Fashion-MNIST pixels, over three seeds, LVD reached 3.5465 test bpd
@@ -79,6 +81,7 @@ class ImageRecipeConfig:
     teacher_epochs: int | None = None
     kmeans_iterations: int = KMEANS_ITERATIONS
     kmeans_restarts: int = KMEANS_RESTARTS
+    kmeans_backend: str = "auto"
     patch_states: str = "bins"
     lvd_epochs: int = 3
     latent_epochs: int = 1
@@ -112,6 +115,8 @@ class ImageRecipeConfig:
         if self.latents == "pixels" and (self.teacher is not None or self.teacher_path is not None):
             raise ValueError("latents='pixels' clusters the patch values and uses no teacher; drop the teacher "
                              "settings or use latents='mae'")
+        if self.kmeans_backend not in BACKENDS:
+            raise ValueError(f"kmeans_backend must be one of {BACKENDS}, got {self.kmeans_backend!r}")
         if self.patch_states not in PATCH_STATES:
             raise ValueError(f"patch_states must be one of {PATCH_STATES}, got {self.patch_states!r}")
         if self.context not in CONTEXTS:

@@ -96,14 +96,16 @@ def distil_latents(teacher: Teacher, images: Tensor, config: ImageRecipeConfig, 
     else:
         features, context = stored[0]["features"], stored[1]
     _check_features(features, images, teacher)
-    key = f"{key}:k={config.num_clusters}:{config.tied}:{config.kmeans_iterations}:{config.kmeans_restarts}"
+    key = (f"{key}:k={config.num_clusters}:{config.tied}:{config.kmeans_iterations}:{config.kmeans_restarts}:"
+           f"{config.kmeans_backend}")
     stored = _read_stage(directory, LATENTS_FILE, key, resume)
     start = time.perf_counter()
     if stored is None:
         assignments, centroids = cluster_positions(shard(features), config.num_clusters,
                                                    iterations=config.kmeans_iterations,
                                                    restarts=config.kmeans_restarts, seed=config.seed,
-                                                   progress=config.progress, shared=config.tied)
+                                                   progress=config.progress, shared=config.tied,
+                                                   backend=config.kmeans_backend)
         assignments = concat_shards(assignments, len(images))
         _write_stage(directory, LATENTS_FILE, key, {"assignments": assignments, "centroids": centroids}, context)
         seconds["kmeans"] = time.perf_counter() - start

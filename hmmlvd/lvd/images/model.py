@@ -76,8 +76,8 @@ class PatchImageModel:
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """One artefact: ``config.json`` (model_type ``patch_image_model``: the circuit's fields plus
         ``image_shape`` and ``patch_size``) and ``model.safetensors``. ``hmmlvd.load`` opens it."""
-        self.circuit.save_pretrained(directory, model_type=MODEL_TYPE,
-                                     extra_fields={"image_shape": list(self.image_shape), "patch_size": self.patch_size})
+        geometry = {"image_shape": list(self.image_shape), "patch_size": self.patch_size}
+        self.circuit.save_pretrained(directory, model_type=MODEL_TYPE, extra_fields=geometry)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PatchImageModel:
@@ -85,8 +85,8 @@ class PatchImageModel:
         folder with the geometry in ``image.json``), checking the geometry and every parameter."""
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
-            raise ValueError(f"{directory} holds no {CONFIG_FILE} (nor the {LEGACY_IMAGE_FILE} of hmmlvd 0.1): it is not "
-                             "an image model; 'hmmlvd image train' and PatchImageModel.save_pretrained write one")
+            raise ValueError(f"{directory} holds no {CONFIG_FILE} (nor the {LEGACY_IMAGE_FILE} of hmmlvd 0.1): it is "
+                             "not an image model; 'hmmlvd image train' and PatchImageModel.save_pretrained write one")
         model_type, config = read_model_type(directory)
         if model_type == MODEL_TYPE:
             geometry, source = config, directory / CONFIG_FILE

@@ -1,8 +1,8 @@
 """The end-to-end image recipe (paper Sections 3–5), the same shape as the text recipe: a config
 (:class:`ImageRecipeConfig` with its presets, in :mod:`.config`) and ``train(images, config)`` returning a result.
 
-LVD: a teacher (a masked autoencoder by default, any :class:`Teacher`) → patch features with context → K-means per patch (Z [N, P]) → a patch circuit
-whose trees come from the data → the patch models fitted in closed form on binned hidden states → Lemma 1 (each
+LVD: a teacher (the patch values by default, a masked autoencoder, any :class:`Teacher`) → patch features with
+context → K-means per patch (Z [N, P]) → a patch circuit whose trees come from the data → the patch models fitted in closed form on binned hidden states → Lemma 1 (each
 p(X_i | Z_i = c) fitted on its cluster's patches, p(Z) on the assignments) → the latent-distribution step (p(Z)
 refitted on every image's cluster log-likelihoods) → mini-batch EM on x alone. The baselines get the same EM
 budget, counted in epochs over the training images: ``em`` is the same patch circuit from random parameters trained

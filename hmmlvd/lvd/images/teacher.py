@@ -150,7 +150,8 @@ class MAETeacher:
     """
 
     @classmethod
-    def initialise(cls, config: TeacherConfig, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]) -> MAETeacher:
+    def initialise(cls, config: TeacherConfig, pixel_mean: tuple[float, ...],
+                   pixel_std: tuple[float, ...]) -> MAETeacher:
         """A freshly initialised teacher, seeded by ``config.seed`` without touching the global RNG.
 
         The fixed position embeddings of encoder and decoder are set to 2D sin-cos tables here: a new

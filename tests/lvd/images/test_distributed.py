@@ -1,5 +1,6 @@
-"""The image recipe under two gloo processes gives the one-process models: EM counts, the Lemma-1 and latent steps
-all-reduced, evaluation sharded, rank 0 alone writing (results.json records the world size and backend)."""
+"""The image recipe under two gloo processes gives the one-process models: features and K-means on shards, EM
+counts, the Lemma-1 and latent steps all-reduced, evaluation sharded, rank 0 alone writing (results.json records the
+world size and backend)."""
 import json
 
 import torch
@@ -11,21 +12,16 @@ from hmmlvd.data import load_images
 from hmmlvd.lvd.images.recipe import ImageRecipeConfig, train
 
 CONFIG = ImageRecipeConfig(num_clusters=3, hidden_size=2, patch_size=4, latents="pixels", tied=True,
-                           models=("lvd", "em", "hclt"), lvd_epochs=1, latent_epochs=1, finetune_epochs=1, em_epochs=2,
+                           kmeans_backend="torch", models=("lvd", "em", "hclt"), lvd_epochs=1, latent_epochs=1, finetune_epochs=1, em_epochs=2,
                            batch_size=50, kmeans_iterations=5, kmeans_restarts=1, progress=False)
 
 
-def data():
-    images = load_images("digits", split="train").images
-    assignments = torch.randint(0, 3, (150, 4), generator=torch.Generator().manual_seed(0))
-    return images[:150], images[150:190], assignments
-
-
 def trained(directory=None) -> dict[str, torch.Tensor]:
-    train_images, valid_images, assignments = data()
-    result = train(train_images, valid_images, CONFIG, assignments=assignments, num_categories=17,
-                   directory=directory)
-    values = {}
+    """Every stage from the pixel teacher's features on: sharded features, K-means on the shards, Lemma 1, the
+    latent step, fine-tuning and both baselines (151 images: shards of 76 and 75)."""
+    images = load_images("digits", split="train").images
+    result = train(images[:151], images[151:190], CONFIG, num_categories=17, directory=directory)
+    values = {"assignments": result.assignments}
     for name, model in result.models.items():
         circuit = getattr(model.model, "circuit", model.model)
         values.update({f"{name}.{group}": g.values.contiguous() for group, g in circuit.parameter_groups().items()})
