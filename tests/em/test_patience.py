@@ -132,7 +132,10 @@ def test_mini_batch_hmm_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp
     monkeypatch.setattr(HMM, "accumulate_counts", original)
     resumed = HMM.random(config, seed=7)
     history = fit(resumed, data, Constant(0.25, 12), checkpoint_dir=tmp_path, resume=True, **options)
-    assert history.as_dict() == pytest.approx(expected.as_dict())
+    got, want = history.as_dict(), expected.as_dict()
+    assert got.keys() == want.keys()
+    for key, value in want.items():                   # one key at a time: pytest.approx takes no nested dicts
+        assert got[key] == (pytest.approx(value) if isinstance(value, list) else value), key
     assert history.valid_log_likelihood == expected.valid_log_likelihood       # bit for bit
     for name, group in reference.parameter_groups().items():
         assert torch.equal(group.values, resumed.parameter_groups()[name].values), name
