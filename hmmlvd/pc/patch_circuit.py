@@ -74,6 +74,16 @@ class PatchCircuitConfig:
     def num_parameters(self) -> int:
         return sum(math.prod(shape) for shape, _ in self.parameter_shapes().values())
 
+    def check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
+        """``assignments`` itself, after checking it is an integer tensor [batch_size, P] of cluster ids."""
+        if (not isinstance(assignments, Tensor) or assignments.dtype.is_floating_point
+                or tuple(assignments.shape) != (batch_size, self.num_patches)):
+            raise ValueError(f"assignments must be an integer tensor [{batch_size}, {self.num_patches}], got "
+                             f"{tuple(getattr(assignments, 'shape', ()))}")
+        if bool((assignments < 0).any()) or bool((assignments >= self.num_clusters).any()):
+            raise ValueError(f"assignments must be cluster ids in [0, {self.num_clusters})")
+        return assignments
+
 
 def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
                           dtype: torch.dtype) -> Tensor:
@@ -196,14 +206,8 @@ class PatchCircuit:
         return batch.to(self.device, torch.long)
 
     def check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
-        """``assignments`` on the circuit's device as a LongTensor, after checking shape [batch_size, P] and ids."""
-        if (not isinstance(assignments, Tensor) or assignments.dtype.is_floating_point
-                or tuple(assignments.shape) != (batch_size, self.config.num_patches)):
-            raise ValueError(f"assignments must be an integer tensor [{batch_size}, {self.config.num_patches}], got "
-                             f"{tuple(getattr(assignments, 'shape', ()))}")
-        if bool((assignments < 0).any()) or bool((assignments >= self.config.num_clusters).any()):
-            raise ValueError(f"assignments must be cluster ids in [0, {self.config.num_clusters})")
-        return assignments.to(self.device, torch.long)
+        """``assignments`` on the circuit's device as a LongTensor, after the config's check of shape and ids."""
+        return self.config.check_assignments(assignments, batch_size).to(self.device, torch.long)
 
     def _check_cluster_log_likelihoods(self, values: Tensor) -> Tensor:
         shape = (self.config.num_patches, self.config.num_clusters)
@@ -308,7 +312,8 @@ class PatchCircuit:
         if missing is not None:
             flows.view(len(missing), config.num_clusters, *flows.shape[1:]).masked_fill_(missing[..., None], 0.0)
         if not config.tied:
-            counts["patch_emissions"].view(-1, config.hidden_size).index_add_(0, rows, flows.view(-1, config.hidden_size))
+            hidden = config.hidden_size
+            counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
             return
         own = table_counts is None
         table_counts = self.emission_table_counts() if own else table_counts

@@ -83,7 +83,8 @@ def distil_latents(teacher: Teacher, images: Tensor, config: ImageRecipeConfig, 
     ``config.tied``). Finished stages are read back from ``directory`` when ``resume``."""
     log = log or (lambda line: None)
     directory = Path(directory) if directory is not None else None
-    key = f"{_describe(teacher)}:{config.context}:{config.seed}:{images_hash(images)}"
+    name = _describe(teacher)
+    key = f"{name}:{config.context}:{config.seed}:{images_hash(images)}"
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     stored = _read_stage(directory, FEATURES_FILE, key, resume)
@@ -112,7 +113,7 @@ def distil_latents(teacher: Teacher, images: Tensor, config: ImageRecipeConfig, 
     else:
         assignments, centroids = stored[0]["assignments"], stored[0]["centroids"]
     _check_latents(assignments, centroids, features, config.num_clusters)
-    log(f"[latents] {_describe(teacher)} features ({context.kind}) {seconds.get('features', 0):.0f} s; K-means "
+    log(f"[latents] {name} features ({context.kind}) {seconds.get('features', 0):.0f} s; K-means "
         f"(k={config.num_clusters}) {seconds.get('kmeans', 0):.1f} s" + ("" if seconds else " (read back)"))
     return Latents(assignments, centroids, context, seconds)
 

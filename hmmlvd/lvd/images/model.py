@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ...data.patches import PatchGrid, patchify, unpatchify
 from ... import pc
+from ...data.patches import PatchGrid, patchify, unpatchify
+from ...distributed import concat_shards, shard
 from ...io import CONFIG_FILE, read_json, read_model_type
 from ...pc import PatchCircuit
 
@@ -59,8 +60,10 @@ class PatchImageModel:
                               .double().cpu() for i in range(0, len(patches), batch_size)])
 
     def bits_per_dimension(self, images: Tensor, batch_size: int = 1024) -> float:
-        """``−log2 p(x) / (C·H·W)``, averaged over ``images``."""
-        return -self.log_likelihood(images, batch_size).mean().item() / (self.num_dimensions * math.log(2))
+        """``−log2 p(x) / (C·H·W)``, averaged over ``images`` (each process of a ``torch.distributed`` run scores
+        its shard; every process gets the same mean)."""
+        log_likelihoods = concat_shards(self.log_likelihood(shard(images), batch_size), len(images))   # [N] float64
+        return -log_likelihoods.mean().item() / (self.num_dimensions * math.log(2))
 
     def sample(self, num_samples: int, seed: int = 0) -> Tensor:
         """Unconditional samples, uint8 [num_samples, C, H, W]."""

@@ -2,9 +2,10 @@
 (:class:`ImageRecipeConfig` with its presets, in :mod:`.config`) and ``train(images, config)`` returning a result.
 
 LVD: a teacher (the patch values by default, a masked autoencoder, any :class:`Teacher`) → patch features with
-context → K-means per patch (Z [N, P]) → a patch circuit whose trees come from the data → the patch models fitted in closed form on binned hidden states → Lemma 1 (each
-p(X_i | Z_i = c) fitted on its cluster's patches, p(Z) on the assignments) → the latent-distribution step (p(Z)
-refitted on every image's cluster log-likelihoods) → mini-batch EM on x alone. The baselines get the same EM
+context → K-means per patch (Z [N, P]) → a patch circuit whose trees come from the data → the patch models fitted
+in closed form on binned hidden states → Lemma 1 (each p(X_i | Z_i = c) fitted on its cluster's patches, p(Z) on
+the assignments) → the latent-distribution step (p(Z) refitted on every image's cluster log-likelihoods) →
+mini-batch EM on x alone. The baselines get the same EM
 budget, counted in epochs over the training images: ``em`` is the same patch circuit from random parameters trained
 by EM alone, ``hclt`` a pixel-level HCLT of comparable size. Every stage is kept and resumes exactly
 (:mod:`.distil`, :mod:`.stages`).
@@ -49,13 +50,15 @@ class ImageRecipeResult:
         return {"models": [m.row() for m in self.models.values()], "stage_seconds": self.stage_seconds}
 
     def save(self, directory: str | os.PathLike, description: dict | None = None) -> None:
-        """Every trained model in ``directory/<name>`` and ``directory/results.json``: ``description``, the world
-        size and backend of the run, and :meth:`as_dict`."""
-        directory = Path(directory)
+        """Every trained model in ``directory/<name>``, then :meth:`write_results`."""
         for name, trained in self.models.items():
-            trained.model.save_pretrained(directory / name)
+            trained.model.save_pretrained(Path(directory) / name)
+        self.write_results(directory, description)
+
+    def write_results(self, directory: str | os.PathLike, description: dict | None = None) -> None:
+        """``directory/results.json``: ``description``, the world size and backend of the run, and :meth:`as_dict`."""
         world_size = rank_and_world_size()[1]
-        atomic_write_json(directory / RESULTS_FILE, {
+        atomic_write_json(Path(directory) / RESULTS_FILE, {
             **(description or {}), "world_size": world_size,
             "backend": torch.distributed.get_backend() if world_size > 1 else None, **self.as_dict()})
 
@@ -94,8 +97,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
     circuit_config = pc.PatchCircuitConfig(x_train.shape[1], x_train.shape[2], config.num_clusters,
                                            config.hidden_size, num_categories=num_categories, tied=config.tied)
     if assignments is not None:
-        pc.PatchCircuit(replace(circuit_config, hidden_size=1, num_categories=1)).check_assignments(
-            assignments, len(x_train))
+        circuit_config.check_assignments(assignments, len(x_train))
     models, stage_seconds = {}, {}
     if "lvd" in config.models and assignments is None:
         teacher = teacher if teacher is not None else teacher_for(train_images, config, patch_size,
@@ -125,7 +127,7 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
         log(f"[{trained.name}] {trained.num_parameters:,} parameters: valid {trained.valid_bpd:.4f}{test} bpd")
     result = ImageRecipeResult(models, teacher if "lvd" in config.models else None, assignments, stage_seconds)
     if run.directory is not None and is_main_process():
-        result.save(run.directory, description)
+        result.write_results(run.directory, description)        # the models are in place: each stage kept its own
     return result
 
 

@@ -14,13 +14,14 @@ import torch
 from torch import Tensor
 
 from ... import em, pc
-from ...distributed import concat_shards, default_device, is_main_process, shard
+from ...distributed import default_device, is_main_process
 from ...io import atomic_write_json, read_json
 from .config import ImageRecipeConfig
 from .model import PatchImageModel
 
 STAGES_DIR, CHECKPOINTS_DIR = "stages", "checkpoints"
 LVD_STAGES = ("lvd_fit", "latent", "finetune")
+FINAL_STAGES = {"finetune": "lvd", "em": "em", "hclt": "hclt"}    # a model's last stage keeps it in its own folder
 
 
 @dataclass
@@ -49,8 +50,7 @@ def model_bits_per_dimension(model: PatchImageModel | pc.Circuit, images: Tensor
     """Mean bits per dimension of uint8 ``images`` [N, C, H, W] under a patch-image model or a pixel circuit
     (sharded across the processes of a ``torch.distributed`` run)."""
     if isinstance(model, PatchImageModel):
-        log_likelihoods = concat_shards(model.log_likelihood(shard(images)), len(images))          # [N] float64
-        return bits_per_dimension(log_likelihoods.mean().item(), model.num_dimensions)
+        return model.bits_per_dimension(images)
     pixels = images.flatten(1).long()
     return bits_per_dimension(em.mean_log_likelihood(model, pixels, 1024, model.device), pixels.shape[1])
 
@@ -91,14 +91,18 @@ class Run:
         if not record_path.is_file():
             return None
         record = read_json(record_path)
-        return load(self.directory / STAGES_DIR / stage), record
+        return load(self._model_folder(stage)), record
 
     def keep(self, stage: str, model, record: dict) -> None:
         """Save ``stage``'s model, then its record (the record marks the stage finished); rank 0 alone writes."""
         if self.directory is None or not is_main_process():
             return
-        model.save_pretrained(self.directory / STAGES_DIR / stage)
+        model.save_pretrained(self._model_folder(stage))
         atomic_write_json(self.directory / STAGES_DIR / f"{stage}.json", record)
+
+    def _model_folder(self, stage: str) -> Path:
+        """``directory/<model>`` for a model's last stage (where it is read from later), else ``stages/<stage>``."""
+        return self.directory / FINAL_STAGES[stage] if stage in FINAL_STAGES else self.directory / STAGES_DIR / stage
 
     def baseline(self, name: str, model: PatchImageModel, x_train: Tensor, x_valid: Tensor) -> TrainedModel:
         """``model`` (a patch circuit from random parameters) trained by EM alone with the baselines' budget."""
