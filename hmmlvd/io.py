@@ -100,6 +100,15 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return tensors, metadata
 
 
+def digest_tensors(digest, tensors: dict[str, Tensor]) -> None:
+    """Feed every tensor's name, dtype, shape and bytes into the hashlib ``digest``, in name order: the content
+    hash of a set of weights, whatever their device or memory layout."""
+    for name, tensor in sorted(tensors.items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def write_config(directory: str | os.PathLike, model_type: str, format_version: int, fields: dict) -> None:
     """Atomically write ``directory/config.json``: ``model_type``, ``format_version`` and ``fields``."""
     reserved = {"model_type", "format_version"} & set(fields)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json, load_tensors, save_tensors
+from ..io import atomic_write_json, digest_tensors, load_tensors, save_tensors
 
 CACHE_ENV = "HMMLVD_CACHE"
 FORMAT_VERSION = 1
@@ -37,10 +37,7 @@ def model_fingerprint(model, tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     digest.update((backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True))
                   .encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest_tensors(digest, model.state_dict())
     return digest.hexdigest()
 
 
@@ -106,8 +103,8 @@ class SampleCache:
 
 
 def _checksum(tokens: Tensor, log_probs: Tensor) -> str:
-    digest = hashlib.sha256(tokens.to(torch.long).contiguous().numpy().tobytes())
-    digest.update(log_probs.to(torch.float64).contiguous().numpy().tobytes())
+    digest = hashlib.sha256()
+    digest_tensors(digest, {"tokens": tokens, "log_probs": log_probs})
     return digest.hexdigest()
 
 

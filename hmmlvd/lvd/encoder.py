@@ -61,10 +61,6 @@ def _cpu_has_bf16_matrix_units() -> bool:
     return any(check is not None and check() for check in checks)
 
 
-#: SHA-256 of what an encoder computes (config, tokenizer, weights), equal for copies at two paths.
-encoder_fingerprint = model_fingerprint
-
-
 class SuffixEncoder:
     """Mean-pooled last hidden states of any HF encoder (a name in the HF cache or a local folder).
 
@@ -88,7 +84,7 @@ class SuffixEncoder:
         except (OSError, ValueError) as error:
             raise ValueError(f"cannot load the encoder {self.name!r} (a local folder, or a name already in the "
                              f"Hugging Face cache): {error}") from None
-        self.fingerprint = encoder_fingerprint(model, self.tokenizer)
+        self.fingerprint = model_fingerprint(model, self.tokenizer)
         self.model = model.to(self.device, torch.float32).eval()
         self.batch_size, self.max_length = batch_size, max_length
         self.dim = int(model.config.hidden_size)

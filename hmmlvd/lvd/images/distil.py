@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ...distributed import concat_shards, is_main_process, shard
-from ...io import load_tensors, save_tensors
+from ...io import digest_tensors, load_tensors, save_tensors
 from ..kmeans import cluster_positions
 from .config import ImageRecipeConfig
 from .features import PatchContext, patch_features
@@ -124,8 +124,7 @@ def _describe(teacher: Teacher) -> str:
         return f"pixels{teacher.patch_size}"
     if isinstance(teacher, MAETeacher):
         digest = hashlib.sha256()
-        for values in teacher.model.state_dict().values():
-            digest.update(values.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest_tensors(digest, teacher.model.state_dict())
         return f"mae-{digest.hexdigest()[:16]}"
     return f"{type(teacher).__name__}-{teacher.feature_size}"
 
