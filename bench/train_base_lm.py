@@ -4,7 +4,7 @@ No pretrained causal LM is reachable offline, so this trains one with ``transfor
 tokenizer (``--vocab-size`` tokens, trained on the training split) and a GPT-2 of ``--layers`` x ``--width``,
 on random ``--context``-token blocks of the training stream (every line followed by ``<|endoftext|>``) for
 ``--minutes`` of wall time (the learning rate decays linearly to 0 over the steps that fit, measured after
-the first 20). It saves the model and tokenizer (``save_pretrained``) to ``--out`` and prints the test
+the first 20), or for exactly ``--steps`` steps (the same model on any machine, given the same thread count). It saves the model and tokenizer (``save_pretrained``) to ``--out`` and prints the test
 perplexity per BPE token (disjoint blocks) and per WikiText word (the same log-likelihood over the word count).
 
     flock /tmp/hmmlvd-cpu.lock python bench/train_base_lm.py --data-dir DATA --out runs/base-lm --minutes 25
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=25.0)
+    parser.add_argument("--steps", type=int, default=None, help="train exactly this many steps (overrides --minutes)")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
@@ -106,7 +107,7 @@ def main() -> None:
         optimizer.step()
         step += 1
         if step == 20:
-            total_steps = int(budget / ((time.perf_counter() - start) / 20))
+            total_steps = args.steps or int(budget / ((time.perf_counter() - start) / 20))
             print(f"{total_steps} steps fit in {args.minutes} min", flush=True)
         if step % 200 == 0:
             print(f"step {step}/{total_steps} loss {float(loss):.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
