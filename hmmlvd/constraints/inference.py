@@ -125,21 +125,28 @@ class ConstraintTables:
         index = t - self.start - 1
         return self._future[index], self._log_scales[index]
 
-    def next_token_log_joint(self, t: int, state_probs: Tensor, dfa_states: list[int]) -> Tensor:
+    def next_token_log_joint(self, t: int, state_probs: Tensor, dfa_states: list[int],
+                             with_next_token: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """``log p(x_t = v, constraint | x_<t)`` as float64 [B, V].
 
         ``state_probs`` [B, h] is ``p(z_t | x_<t)`` per row and ``dfa_states`` the DFA state of
-        each row after reading the constrained tokens before position ``t``.
+        each row after reading the constrained tokens before position ``t``. With ``with_next_token``
+        it also returns ``log p(x_t = v | x_<t)`` [B, V], from the same pass over the emission table.
         """
         future, log_scale = self.future(t + 1)
         emission = self.hmm.emission_matrix(t)
         state_probs = state_probs.double()
+        batch = state_probs.shape[0]
         as_long = partial(_long_tensor, device=self.hmm.device)
-        # Every token first, as if it took its row's default edge: one [B, h] @ [h, V] product.
+        # Every token first, as if it took its row's default edge: one [B, h] @ [h, V] product (stacked on
+        # p(z_t | x_<t) itself when the next-token distribution is asked for too).
         weights = state_probs * future[as_long([self.dfa.default_target(q) for q in dfa_states])]
+        if with_next_token:
+            weights = torch.cat([weights, state_probs])
         peaks = weights.amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
         scaled = (weights / peaks).to(emission.dtype)
-        log_joint = (scaled @ emission.T).double().clamp_min(0).log() + peaks.log()   # [B, V]
+        log_products = (scaled @ emission.T).double().clamp_min(0).log() + peaks.log()   # [B or 2B, V]
+        log_joint = log_products[:batch]
         # Then the few exception tokens of each row's DFA state, exactly in float64.
         exceptions = [(row, token, target) for row, q in enumerate(dfa_states)
                       for token, target in self.dfa.exceptions(q).items()]
@@ -147,4 +154,6 @@ class ConstraintTables:
             rows, tokens, targets = (as_long(column) for column in zip(*exceptions))
             exact = (state_probs[rows] * emission[tokens].double() * future[targets]).sum(dim=1)
             log_joint[rows, tokens] = exact.log()
+        if with_next_token:
+            return log_joint + log_scale, log_products[batch:]
         return log_joint + log_scale

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor
 
-from ..hmm import filter_step, next_token_log_probs
+from ..hmm import filter_step
 from .dfa import DFA
 from .generation import unsatisfiable_reason
 from .inference import ConstraintTables
@@ -80,8 +80,9 @@ class HMMConstraintLogitsProcessor(LogitsProcessor):
         state_probs, dfa_states, valid = self._state(input_ids)
         position = self.context_tokens + step
         with torch.no_grad():
-            log_joint = self.tables.next_token_log_joint(position, state_probs, dfa_states)      # log p(v, c | x_<j)
-            log_next = next_token_log_probs(self.hmm, state_probs, position)                       # log p(v | x_<j)
+            # log p(v, c | x_<j) and log p(v | x_<j), from one pass over the emission table
+            log_joint, log_next = self.tables.next_token_log_joint(position, state_probs, dfa_states,
+                                                                   with_next_token=True)
             log_constraint = torch.logsumexp(log_joint, dim=1, keepdim=True)                     # log p(c | x_<j)
         if step == 0 and bool(torch.isneginf(log_constraint).any()):
             reason = unsatisfiable_reason(self.constraint, self.max_new_tokens)

@@ -44,7 +44,8 @@ def filter_step(hmm, state_probs: Tensor, tokens: Tensor, t: int) -> Tensor:
     ``tokens`` [B] read at position ``t``.
 
     At the last position of a non-homogeneous window nothing follows, so the posterior ``p(z_t | x_<=t)``
-    is returned instead. A row whose token has probability 0 comes back as zeros.
+    is returned instead. A row whose token has probability 0 comes back as zeros. The product with the
+    transition matrix runs in the model's dtype (on the normalised posterior, so nothing underflows that matters).
     """
     _check_state_probs(hmm, state_probs)
     _check_position(hmm, t)
@@ -55,7 +56,7 @@ def filter_step(hmm, state_probs: Tensor, tokens: Tensor, t: int) -> Tensor:
     posterior = posterior / posterior.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     if not hmm.config.homogeneous and t + 1 >= hmm.seq_len:
         return posterior            # the window ends here: nothing follows
-    return posterior @ hmm.transition_matrix(t).double()
+    return (posterior.to(hmm.dtype) @ hmm.transition_matrix(t)).double()
 
 
 def next_token_log_probs(hmm, state_probs: Tensor, t: int) -> Tensor:

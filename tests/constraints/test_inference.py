@@ -5,7 +5,7 @@ import torch
 from hmmlvd import HMM, HMMConfig
 from hmmlvd.constraints import (ConstraintTables, all_of, complement, constraint_log_prob, intersect,
                                 length_between, none_of, sample_constrained)
-from hmmlvd.hmm import filter_step
+from hmmlvd.hmm import filter_step, next_token_log_probs
 from tests.constraints.references import (brute_constrained_distribution, brute_constraint_prob,
                                           empirical_frequencies, naive_constraint_prob, sequence_probabilities)
 
@@ -56,6 +56,22 @@ def test_next_token_joint_mid_continuation_matches_brute_force():
     for v in range(4):
         hits = [i for i in context if sequences[i][2] == v and dfa.accepts(sequences[i][1:])]
         assert joint[v].item() == pytest.approx(float(probs[hits].sum() / normaliser), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_joint_with_next_token_is_one_pass_of_both(dtype):
+    """The stacked product gives the same joint and the same next-token distribution as the separate calls."""
+    hmm = HMM.random(HMMConfig(num_states=5, vocab_size=7, seq_len=6), seed=4, dtype=dtype)
+    dfa = all_of([[1], [2, 3]], 7)
+    tables = ConstraintTables(hmm, dfa, 1, 6)
+    state_probs = filter_step(hmm, hmm.state_distribution(torch.tensor([[0], [4], [2]])).double(),
+                              torch.tensor([2, 1, 6]), 1)
+    states = [dfa.run([2]), dfa.run([1]), dfa.run([6])]
+    joint, next_token = tables.next_token_log_joint(2, state_probs, states, with_next_token=True)
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(joint, tables.next_token_log_joint(2, state_probs, states), **tolerance)
+    torch.testing.assert_close(next_token, next_token_log_probs(hmm, state_probs, 2), **tolerance)
+    assert joint.shape == next_token.shape == (3, 7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
