@@ -10,9 +10,8 @@ it on patches ``x`` [N, P, D].
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -20,69 +19,12 @@ from torch import Tensor
 
 from ..em import NORMALIZATION_TOLERANCE, ParameterGroup, check_distributions
 from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
-from .tree_pass import TreePass, Workspace, check_tree, downward, empty, plan_tree, upward
+from .patch_config import PatchCircuitConfig
+from .tree_pass import TreePass, Workspace, downward, empty, plan_tree, upward
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
 FOLDER_TYPES = (MODEL_TYPE, "patch_image_model")     # folders whose config.json holds a patch circuit's fields
-
-
-@dataclass(frozen=True)
-class PatchCircuitConfig:
-    """Sizes and trees of a patch circuit. ``value_parents`` (over the D values of a patch) and ``latent_parents``
-    (over the P patch latents) give each node's parent, -1 for the root; ``None`` is a chain."""
-
-    num_patches: int
-    values_per_patch: int
-    num_clusters: int = 16
-    hidden_size: int = 16
-    latent_hidden_size: int | None = None
-    num_categories: int = 256
-    tied: bool = False
-    value_parents: tuple[int, ...] | None = None
-    latent_parents: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.latent_hidden_size is None:
-            object.__setattr__(self, "latent_hidden_size", self.num_clusters)
-        for name in ("num_patches", "values_per_patch", "num_clusters", "hidden_size", "latent_hidden_size",
-                     "num_categories"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.tied, bool):
-            raise ValueError(f"tied must be True or False, got {self.tied!r}")
-        for name, size in (("value_parents", self.values_per_patch), ("latent_parents", self.num_patches)):
-            parents = getattr(self, name)
-            parents = tuple(range(-1, size - 1)) if parents is None else check_tree(parents)
-            if len(parents) != size:
-                raise ValueError(f"{name} must have one entry per node ({size}), got {len(parents)}")
-            object.__setattr__(self, name, parents)
-
-    def parameter_shapes(self) -> dict[str, tuple[tuple[int, ...], int]]:
-        """``{group name: (shape, dim along which it sums to 1)}``."""
-        patches, clusters, latent = self.num_patches, self.num_clusters, self.latent_hidden_size
-        stacks, values, hidden = 1 if self.tied else patches, self.values_per_patch, self.hidden_size
-        return {"latent_root": ((1, latent), 1),
-                "latent_transitions": ((1, patches - 1, latent, latent), 3),
-                "latent_emissions": ((patches, latent, clusters), 2),
-                "patch_root": ((stacks, clusters, hidden), 2),
-                "patch_transitions": ((stacks, clusters, values - 1, hidden, hidden), 4),
-                "patch_emissions": ((stacks, clusters, values, self.num_categories, hidden), 3)}
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(math.prod(shape) for shape, _ in self.parameter_shapes().values())
-
-    def check_assignments(self, assignments: Tensor, batch_size: int) -> Tensor:
-        """``assignments`` itself, after checking it is an integer tensor [batch_size, P] of cluster ids."""
-        if (not isinstance(assignments, Tensor) or assignments.dtype.is_floating_point
-                or tuple(assignments.shape) != (batch_size, self.num_patches)):
-            raise ValueError(f"assignments must be an integer tensor [{batch_size}, {self.num_patches}], got "
-                             f"{tuple(getattr(assignments, 'shape', ()))}")
-        if bool((assignments < 0).any()) or bool((assignments >= self.num_clusters).any()):
-            raise ValueError(f"assignments must be cluster ids in [0, {self.num_clusters})")
-        return assignments
 
 
 def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
@@ -94,11 +36,13 @@ def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Gen
 class PatchCircuit:
     """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
 
-    Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory.
+    Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory; the
+    default 2^22 keeps one tree node's slab (a D-th of the buffer, 1 MiB) in a core's L2 cache, measured faster
+    than 2^24 on the 2-core CPU (bench/RESULTS.md).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24):
+                 dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 22):
         if not isinstance(config, PatchCircuitConfig):
             raise ValueError(f"config must be a PatchCircuitConfig, got {config!r}")
         if chunk_elements < 1:
@@ -269,33 +213,43 @@ class PatchCircuit:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
+    def node_major(self, values: Tensor) -> Tensor:
+        """The pass values [G, D, M, H] of :meth:`patch_forward` as their buffer [D, M, S, k·H] (no copy)."""
+        config = self.config
+        return values.permute(1, 2, 0, 3).view(config.values_per_patch, values.shape[2], self._stacks(), -1)
+
+    def patch_columns(self, x: Tensor) -> Tensor:
+        """Patches ``x`` [B, P, D] as the sub-circuits' columns [D, M, S]: tied, M = P·B columns (i·B + b) of one
+        stack; untied, M = B columns of P stacks."""
+        if self.config.tied:
+            return x.permute(2, 1, 0).reshape(x.shape[2], -1, 1)
+        return x.permute(2, 0, 1)
+
     def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> tuple[TreePass, Tensor, Tensor | None]:
-        """Every sub-circuit on every column: tied columns are (patch, example) pairs (column i·B + b), untied ones
-        examples. Returns the pass, the emission rows of the leaves (see :meth:`emission_rows`) and the mask of
-        missing values ([stacks, 1, D, M]; None when none is). With a ``workspace`` the pass lives in its buffers
-        (valid until the next pass given the same workspace)."""
+        """Every sub-circuit on every column (see :meth:`patch_columns`). The pass's values [G, D, M, H] are a view
+        of a node-major buffer [D, M, G, H] (see :meth:`node_major`), the layout in which the emission rows
+        (:meth:`emission_rows`) are gathered and their counts scattered, so neither is copied. Returns the pass,
+        the emission rows of the leaves and the mask of missing values ([D, M, S]; None when none is). With a
+        ``workspace`` the pass lives in its buffers (valid until the next pass given the same workspace)."""
         config = self.config
         values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
         root, transitions, _ = self.patch_tables()
-        if config.tied:
-            columns = x.permute(2, 1, 0).reshape(1, 1, values, -1)                        # [1, 1, D, M]
-            base = torch.arange(values, device=self.device).view(1, 1, values, 1)
-        else:
-            columns = x.permute(1, 2, 0).reshape(config.num_patches, 1, values, -1)       # [P, 1, D, B]
-            base = torch.arange(self.num_sub_circuits * values, device=self.device).view(-1, clusters, values, 1)
-        width = columns.shape[-1]
-        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
+        columns = self.patch_columns(x)                                                    # [D, M, S]
+        width, stacks = columns.shape[1], columns.shape[2]
         missing = columns < 0
         missing = missing if bool(missing.any()) else None
-        leaf = empty(workspace, "values", (self.num_sub_circuits, values, width, hidden), root)
-        if config.tied:                                                 # [D·M, k·H] -> [k, D, M, H]
-            gathered = self.emission_rows(rows, empty(workspace, "gathered", (len(rows), clusters * hidden), root))
-            leaf.copy_(gathered.view(values, width, clusters, hidden).permute(2, 0, 1, 3))
-        else:
-            self.emission_rows(rows, leaf.view(-1, hidden))
+        position = torch.arange(values, device=self.device).view(values, 1, 1)
+        if config.tied:
+            base = position                                                                # row v·K + x
+        else:                                                                              # row ((i·k + c)·D + v)·K + x
+            group = torch.arange(self.num_sub_circuits, device=self.device).view(1, 1, stacks, clusters)
+            base, columns = group * values + position[..., None], columns[..., None]
+        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
+        buffer = empty(workspace, "values", (values, width, self.num_sub_circuits, hidden), root)
+        self.emission_rows(rows, buffer.view(len(rows), -1))
         if missing is not None:
-            leaf.view(len(missing), clusters, values, width, hidden).masked_fill_(missing[..., None], 1.0)
-        passed = upward(self.value_plan, leaf, transitions, root, workspace=workspace)
+            buffer.view(values, width, stacks, -1).masked_fill_(missing[..., None], 1.0)
+        passed = upward(self.value_plan, buffer.permute(2, 0, 1, 3), transitions, root, workspace=workspace)
         return passed, rows, missing
 
     def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
@@ -308,18 +262,16 @@ class PatchCircuit:
         flows = downward(self.value_plan, passed, transitions, root, root_flows,
                          transition_counts=counts["patch_transitions"].view(transitions.shape),
                          root_counts=counts["patch_root"].view(root.shape), workspace=workspace)
-        config = self.config
+        by_value = self.node_major(flows)                                                   # [D, M, S, k·H]
         if missing is not None:
-            flows.view(len(missing), config.num_clusters, *flows.shape[1:]).masked_fill_(missing[..., None], 0.0)
-        if not config.tied:
-            hidden = config.hidden_size
-            counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, flows.view(-1, hidden))
+            by_value.masked_fill_(missing[..., None], 0.0)
+        if not self.config.tied:
+            hidden = self.config.hidden_size
+            counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, by_value.view(-1, hidden))
             return
         own = table_counts is None
         table_counts = self.emission_table_counts() if own else table_counts
-        by_value = empty(workspace, "gathered", (len(rows), table_counts.shape[1]), flows)
-        by_value.view(flows.shape[1], flows.shape[2], flows.shape[0], -1).copy_(flows.permute(1, 2, 0, 3))
-        table_counts.index_add_(0, rows, by_value)
+        table_counts.index_add_(0, rows, by_value.view(len(rows), -1))
         if own:
             self.fold_emission_counts(table_counts, counts)
 
@@ -381,7 +333,7 @@ class PatchCircuit:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 24) -> "PatchCircuit":
+                        dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 22) -> "PatchCircuit":
         """Load a circuit written by :meth:`save_pretrained`, refusing files whose numbers are not distributions."""
         directory = Path(directory)
         stored = read_config(directory, FOLDER_TYPES, FORMAT_VERSION)

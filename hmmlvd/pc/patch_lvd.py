@@ -49,7 +49,7 @@ def accumulate_complete_counts(circuit: PatchCircuit, batch: Tensor, assignments
     sees the assignments. Adds them into ``counts`` (when given); returns ``log p(x, z)`` [B]."""
     config = circuit.config
     x, z = circuit.check_patches(batch), circuit.check_assignments(assignments, len(batch))
-    per_example = config.num_patches * config.values_per_patch * config.hidden_size ** 2
+    per_example = config.num_patches * config.values_per_patch * config.hidden_size          # its [C, D, H] buffer
     results = []
     with torch.no_grad():
         for part in circuit.chunks(len(x), per_example):

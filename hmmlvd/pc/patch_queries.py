@@ -97,12 +97,12 @@ def _marginals_chunk(circuit: PatchCircuit, chunk: Tensor) -> Tensor:
     posterior = circuit.latent_backward(latent, scratch)                                      # [B, P, k]
     root, transitions, _ = circuit.patch_tables()
     flows = downward(circuit.value_plan, passed, transitions, root, circuit.from_clusters(posterior))
-    stacks, width = len(root) // clusters, flows.shape[2]
-    flows = flows.view(stacks, clusters, values, width, hidden)
+    stacks = len(root) // clusters
+    by_value = circuit.node_major(flows)                                                      # [D, M, S, k·H]
     emissions = tables["patch_emissions"]                                                     # [S, k, D, K, H]
     per_position = []
     for j in range(values):
-        mass = flows[:, :, j].transpose(1, 2).reshape(stacks, width, clusters * hidden)      # [S, M, k·H]
+        mass = by_value[j].transpose(0, 1)                                                    # [S, M, k·H]
         table = emissions[:, :, j].transpose(2, 3).reshape(stacks, clusters * hidden, -1)    # [S, k·H, K]
         per_position.append(torch.bmm(mass, table))
     marginals = _to_patches(circuit, torch.stack(per_position, 1), len(chunk))                 # [B, P, D, K]

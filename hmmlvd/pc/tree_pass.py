@@ -111,11 +111,10 @@ class TreePass:
     log_likelihood: Tensor          # [G, M]
 
 
-def _normalize(node: Tensor, tiny: float) -> Tensor:
-    """Divide ``node`` [G, M, H] by its sums over H (clamped at ``tiny``); returns the sums [G, M, 1]."""
-    sums = node.sum(-1, keepdim=True).clamp_min_(tiny)
+def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
+    """Divide ``node`` [G, M, H] by its sums over H, written into ``sums`` [G, M, 1] (clamped at ``tiny``)."""
+    torch.sum(node, -1, keepdim=True, out=sums).clamp_min_(tiny)
     node.div_(sums)
-    return sums
 
 
 def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
@@ -127,19 +126,20 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
     The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
     message (a transition row has a positive entry), so the downward pass never divides by zero."""
     tiny = torch.finfo(leaf.dtype).tiny
-    values, sums = leaf, []
+    values = leaf
     groups, num_nodes, columns, hidden = values.shape
     messages = list(empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values))
-    for node, message in zip(plan.order, messages):
+    sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
+    for node, message, node_sums in zip(plan.order, messages, sums):
         below = values[:, node]                                                         # [G, M, Hc]
-        sums.append(_normalize(below, tiny))
+        _normalize(below, node_sums, tiny)
         weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
         torch.bmm(below, weights.transpose(1, 2), out=message)                          # [G, M, Hp]
         values[:, plan.parents[node]].mul_(message)
     top = values[:, plan.root]
-    sums.append(_normalize(top, tiny))
+    _normalize(top, sums[-1], tiny)
     root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
-    log_likelihood = torch.cat(sums, -1).log_().sum(-1) + root_sums.log()
+    log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
     if log_scale is not None:
         log_likelihood += log_scale
     return TreePass(values, messages, root_sums, log_likelihood)

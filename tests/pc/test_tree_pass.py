@@ -70,6 +70,29 @@ def test_passes_match_naive_log_space_recursion(tree, dtype, tolerance):
         torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=tolerance, msg=name)
 
 
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("tree", sorted(TREES))
+def test_node_major_values_match_naive_log_space_recursion(tree, dtype, tolerance):
+    # the patch circuit passes a [G, D, M, H] view of a node-major [D, M, G, H] buffer; the flows come back in it
+    parents = TREES[tree]
+    leaf, transitions, root = random_tree_inputs(parents, groups=4, columns=6, hidden=3, seed=3)
+    root_flows = torch.rand(4, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    expected_ll, expected_flows, expected_transitions, expected_root = naive_pass(parents, leaf, transitions, root,
+                                                                                 root_flows)
+    buffer = leaf.permute(1, 2, 0, 3).to(dtype).contiguous()                           # [D, M, G, H]
+    cast = [t.to(dtype) for t in (transitions, root, root_flows)]
+    plan = plan_tree(parents)
+    passed = upward(plan, buffer.permute(2, 0, 1, 3), cast[0], cast[1])
+    torch.testing.assert_close(passed.log_likelihood.double(), expected_ll, rtol=tolerance, atol=tolerance)
+    transition_counts, root_counts = torch.zeros_like(cast[0]), torch.zeros_like(cast[1])
+    flows = downward(plan, passed, cast[0], cast[1], cast[2], transition_counts=transition_counts,
+                     root_counts=root_counts)
+    assert flows.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(buffer.permute(2, 0, 1, 3).double(), expected_flows, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(transition_counts.double(), expected_transitions, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(root_counts.double(), expected_root, rtol=tolerance, atol=tolerance)
+
 def test_log_scale_and_tiny_leaves():
     # leaves far below float32's range once multiplied over the tree: the pass rescales every node
     parents = TREES["chain"]
