@@ -67,7 +67,7 @@ def main() -> None:
             HMMConstraintLogitsProcessor(hmm, constraint, prompt_length=1, max_new_tokens=n)
             tables = time.perf_counter() - start
             plain = timed_generate(model, batch, n, None, args.repeats)
-            guided = timed_generate(model, batch, n, lambda: LogitsProcessorList(
+            guided = timed_generate(model, batch, n, lambda hmm=hmm: LogitsProcessorList(
                 [HMMConstraintLogitsProcessor(hmm, constraint, prompt_length=1, max_new_tokens=n)]), args.repeats)
             overhead = (guided - plain) / n
             row = {"num_states": h, "batch": batch, "plain_seconds_per_token": plain / n,
