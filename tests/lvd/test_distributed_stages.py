@@ -6,14 +6,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hmmlvd import HMM, HMMConfig
 from hmmlvd.data import Vocab, windows
-from hmmlvd.distributed import process_group_from_env, rank_and_world_size, shard, shard_bounds
+from hmmlvd.distributed import process_group_from_env, shard, shard_bounds
 from hmmlvd.evaluate import log_likelihood
 from hmmlvd.io import load_tensors, save_tensors
 from hmmlvd.lvd import (DistillConfig, KMeansConfig, SuffixEncoder, cluster_positions, distill, embed_windows,
                         torch_kmeans)
 from hmmlvd.lvd.closed_form import closed_form_hmm
+from tests.two_gloo import run_on_two_ranks
 
 KMEANS = KMeansConfig(4, iterations=8, seed=2, restarts=2)
 
@@ -51,17 +51,8 @@ def every_stage() -> dict:
     return result
 
 
-def _worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    assert rank_and_world_size() == (rank, 2)
-    save_tensors(out_dir / f"rank{rank}.safetensors", every_stage())
-    dist.destroy_process_group()
-
-
 def test_two_gloo_processes_match_one(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), tmp_path), nprocs=2, join=True)
-    ranks = [load_tensors(tmp_path / f"rank{rank}.safetensors")[0] for rank in range(2)]
+    ranks = run_on_two_ranks(every_stage, tmp_path)
     single = every_stage()
     # each rank holds the assignments of its own points only; together they are the single-process ones
     for name in ("labels", "position_labels"):

@@ -5,12 +5,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from hmmlvd.distributed import shard
-from hmmlvd.io import load_tensors, save_tensors
 from hmmlvd.lvd import KMeansConfig, cluster_positions, kmeans, nearest_centroids, torch_kmeans
+from tests.two_gloo import run_on_two_ranks
 
 kmeans_module = importlib.import_module("hmmlvd.lvd.kmeans")   # the attribute hmmlvd.lvd.kmeans is the function
 
@@ -203,16 +201,8 @@ def sharded_clusters() -> dict:
     return results
 
 
-def _worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    save_tensors(out_dir / f"rank{rank}.safetensors", sharded_clusters())
-    dist.destroy_process_group()
-
-
 def test_two_gloo_processes_on_shards_match_one_process_on_all_points(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), tmp_path), nprocs=2, join=True)
-    ranks = [load_tensors(tmp_path / f"rank{rank}.safetensors")[0] for rank in range(2)]
+    ranks = run_on_two_ranks(sharded_clusters, tmp_path)
     single = sharded_clusters()
     assert [len(part["positions.z"]) for part in ranks] == [102, 101]       # uneven shards
     for name in TWO_PROCESS:
