@@ -25,6 +25,7 @@ from .tree_pass import TreePass, Workspace, downward, empty, plan_tree, upward
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
 FOLDER_TYPES = (MODEL_TYPE, "patch_image_model")     # folders whose config.json holds a patch circuit's fields
+CHUNK_ELEMENTS = 1 << 22        # one tree node's slab (a D-th of a buffer, 1 MiB) fits a core's L2 cache
 
 
 def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
@@ -37,12 +38,12 @@ class PatchCircuit:
     """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
 
     Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory; the
-    default 2^22 keeps one tree node's slab (a D-th of the buffer, 1 MiB) in a core's L2 cache, measured faster
-    than 2^24 on the 2-core CPU (bench/RESULTS.md).
+    default (:data:`CHUNK_ELEMENTS`, 2^22) keeps one tree node's slab in a core's L2 cache, measured faster than
+    2^24 on the 2-core CPU (bench/RESULTS.md).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 22):
+                 dtype: torch.dtype = torch.float32, chunk_elements: int = CHUNK_ELEMENTS):
         if not isinstance(config, PatchCircuitConfig):
             raise ValueError(f"config must be a PatchCircuitConfig, got {config!r}")
         if chunk_elements < 1:
@@ -333,7 +334,7 @@ class PatchCircuit:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, chunk_elements: int = 1 << 22) -> "PatchCircuit":
+                        dtype: torch.dtype = torch.float32, chunk_elements: int = CHUNK_ELEMENTS) -> "PatchCircuit":
         """Load a circuit written by :meth:`save_pretrained`, refusing files whose numbers are not distributions."""
         directory = Path(directory)
         stored = read_config(directory, FOLDER_TYPES, FORMAT_VERSION)
