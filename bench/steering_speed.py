@@ -1,10 +1,11 @@
 """Per-token cost of HMM guidance against plain ``model.generate``, at h = 256, 1024, 4096 and batch 1 and 32.
 
 The base model is a GPT-2 of the shape given (random weights: only the time matters) over a ``--vocab`` token
-vocabulary; the HMMs are random, with a window of ``--new-tokens`` tokens; the constraint is "contains all of 3
-keywords". For every (h, batch): plain generation and guided generation of ``--new-tokens`` tokens (greedy, the
-same work as sampling), their per-token times, the overhead per token and its ratio to the model's own
-per-token time, and the one-off cost of building the constraint tables (the processor's constructor).
+vocabulary; the HMMs are random, with a window of ``--new-tokens`` tokens, in each of ``--dtypes`` (the model
+stays float32); the constraint is "contains all of 3 keywords". For every (h, HMM dtype, batch): plain generation
+and guided generation of ``--new-tokens`` tokens (greedy, the same work as sampling), their per-token times, the
+overhead per token and its ratio to the model's own per-token time, and the one-off cost of building the
+constraint tables (the processor's constructor).
 
     flock /tmp/hmmlvd-cpu.lock python bench/steering_speed.py --threads 1 --out bench/results/steering_speed.json
 """
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--states", default="256,1024,4096")
     parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="the HMM's dtypes (HMM.to(dtype=...))")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench/results/steering_speed.json"))
@@ -59,9 +61,10 @@ def main() -> None:
     parameters = sum(p.numel() for p in model.parameters())
     n = args.new_tokens
     rows = []
-    for h in [int(x) for x in args.states.split(",")]:
-        hmm = HMM.random(HMMConfig(num_states=h, vocab_size=args.vocab, seq_len=n), seed=0)
-        constraint = all_of([[11], [12, 13], [14]], args.vocab)
+    constraint = all_of([[11], [12, 13], [14]], args.vocab)
+    for h, dtype in [(int(x), d) for x in args.states.split(",") for d in args.dtypes.split(",")]:
+        hmm = HMM.random(HMMConfig(num_states=h, vocab_size=args.vocab, seq_len=n), seed=0).to(
+            dtype=getattr(torch, dtype))
         for batch in [int(x) for x in args.batches.split(",")]:
             start = time.perf_counter()
             HMMConstraintLogitsProcessor(hmm, constraint, prompt_length=1, max_new_tokens=n)
@@ -70,11 +73,11 @@ def main() -> None:
             guided = timed_generate(model, batch, n, lambda hmm=hmm: LogitsProcessorList(
                 [HMMConstraintLogitsProcessor(hmm, constraint, prompt_length=1, max_new_tokens=n)]), args.repeats)
             overhead = (guided - plain) / n
-            row = {"num_states": h, "batch": batch, "plain_seconds_per_token": plain / n,
+            row = {"num_states": h, "hmm_dtype": dtype, "batch": batch, "plain_seconds_per_token": plain / n,
                    "guided_seconds_per_token": guided / n, "overhead_seconds_per_token": overhead,
                    "overhead_over_lm_forward": overhead / (plain / n), "table_seconds": tables}
             rows.append(row)
-            print(f"h={h:<5} batch={batch:<3} LM {plain / n * 1e3:8.2f} ms/token  guided {guided / n * 1e3:8.2f}"
+            print(f"h={h:<5} {dtype:<8} batch={batch:<3} LM {plain / n * 1e3:8.2f} ms/token  guided {guided / n * 1e3:8.2f}"
                   f" ms/token  overhead {overhead * 1e3:8.2f} ms/token ({row['overhead_over_lm_forward']:.2f}x the LM)"
                   f"  tables {tables:.2f} s", flush=True)
         del hmm

@@ -265,11 +265,13 @@ class LanguageModel:
         self.tokenizer.save(Path(directory))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "LanguageModel":
-        """Load a folder written by :meth:`save_pretrained`, or an HMM's folder with a tokenizer saved beside it."""
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> "LanguageModel":
+        """Load a folder written by :meth:`save_pretrained`, or an HMM's folder with a tokenizer saved beside it;
+        ``dtype`` (e.g. ``torch.bfloat16``, half the memory and faster guidance) converts the HMM's tables."""
         from .data.tokenizers import load_tokenizer
 
-        return cls(HMM.from_pretrained(directory, device=device), load_tokenizer(directory))
+        return cls(HMM.from_pretrained(directory, device=device, dtype=dtype), load_tokenizer(directory))
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.hmm!r}, {self.tokenizer!r})"

@@ -107,9 +107,15 @@ class HMM:
         return sum(group.values.numel() for group in self.parameter_groups().values())
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "HMM":
-        """A copy of the model on ``device`` with ``dtype`` (either may be left unchanged)."""
+        """A copy of the model on ``device`` with ``dtype`` (either may be left unchanged).
+
+        A 16-bit copy (bfloat16, float16) stores every transition matrix column-major: the same ``[h, h]``
+        values, laid out so that a row of state probabilities times the matrix (filtering, guidance) runs
+        on the CPU's fast 16-bit kernels (``bench/steering_speed.py``)."""
         move = {name: group.values.to(device=device or self.device, dtype=dtype or self.dtype)
                 for name, group in self.parameter_groups().items()}
+        if move["transitions"].itemsize == 2:
+            move["transitions"] = move["transitions"].mT.contiguous().mT
         moved = HMM(self.config, **move)
         moved.allow_tf32 = self.allow_tf32
         return moved

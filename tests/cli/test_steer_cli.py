@@ -31,13 +31,14 @@ def test_distill_lm_reports_held_out_likelihoods_side_by_side(distilled, hmmlvd)
     assert (out / "lvd" / "checkpoint").is_dir() and (out / "random" / "init" / "config.json").is_file()
 
 
-@pytest.mark.parametrize("decoding", ["sample", "greedy", "beam"])
-def test_generate_steers_the_base_lm_to_every_keyword(distilled, hmmlvd, decoding):
+@pytest.mark.parametrize("decoding, dtype", [("sample", "float32"), ("greedy", "float32"), ("beam", "float32"),
+                                            ("sample", "bfloat16")])
+def test_generate_steers_the_base_lm_to_every_keyword(distilled, hmmlvd, decoding, dtype):
     lm_dir, out = distilled
     samples = "3" if decoding != "greedy" else "1"
     code, printed, err = hmmlvd("generate", out / "lvd", "--base-lm", lm_dir, "--keywords", "river,cat|dog",
                                 "--banned", "sea", "--max-new-tokens", "6", "--num-samples", samples,
-                                "--seed", "0", "--decoding", decoding, "--prompt", "the")
+                                "--seed", "0", "--decoding", decoding, "--prompt", "the", "--dtype", dtype)
     assert code == 0, err
     lines = printed.splitlines()
     assert len(lines) == int(samples)
@@ -107,6 +108,7 @@ def test_distill_lm_rejects_a_missing_model_and_bad_teacher_layer(hmmlvd, distil
     (["--exact-length", "3", "--min-length", "1"], "--exact-length replaces"),
     (["--keywords", ",|,"], "names no word"),
     (["--any-keywords", "qqqq"], "not in the vocabulary"),
+    (["--dtype", "float16"], "invalid choice: 'float16'"),
 ])
 def test_generate_rejects_bad_values(hmmlvd, word_model, argv, message):
     code, _, err = hmmlvd("generate", word_model[0], "--max-new-tokens", "4", *argv)

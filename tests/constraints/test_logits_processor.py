@@ -130,3 +130,33 @@ def test_incremental_states_equal_filtering_from_scratch_when_rows_are_reordered
         ids = torch.cat([ids[order], torch.randint(0, 6, (3, 1), generator=generator)], dim=1)
         if step == 3:
             ids[1, 3] = (ids[1, 3] + 1) % 6           # a row the processor has not seen: filtered from scratch
+
+
+def test_a_bfloat16_hmm_guides_close_to_float32_and_still_satisfies_the_constraint():
+    """A bfloat16 copy (transitions stored column-major) gives the float32 guide up to bfloat16 rounding, and
+    its zeros are the same, so greedy search and sampling still satisfy the constraint."""
+    hmm = HMM.random(HMMConfig(num_states=6, vocab_size=VOCAB, seq_len=8), seed=1)
+    low = hmm.to(dtype=torch.bfloat16)
+    assert low.transitions.mT.is_contiguous() and torch.equal(low.transitions.float(),
+                                                              hmm.transitions.to(torch.bfloat16).float())
+    dfa = intersect(all_of([[3], [5, 6]], VOCAB), none_of([[7]], VOCAB))
+    generator = torch.Generator().manual_seed(0)
+    guides = {}
+    for name, model in (("float32", hmm), ("bfloat16", low)):
+        processor = HMMConstraintLogitsProcessor(model, dfa, prompt_length=1, max_new_tokens=6)
+        ids, rows = torch.tensor([[1], [2]]), []
+        for _ in range(4):
+            scores = torch.randn(2, VOCAB, generator=torch.Generator().manual_seed(len(rows)))
+            rows.append(processor(ids, scores) - torch.log_softmax(scores, dim=1))
+            ids = torch.cat([ids, torch.randint(0, 3, (2, 1), generator=generator)], dim=1)
+        guides[name] = torch.stack(rows)
+    assert torch.equal(torch.isneginf(guides["float32"]), torch.isneginf(guides["bfloat16"]))
+    finite = torch.isfinite(guides["float32"])
+    assert finite.any()
+    torch.testing.assert_close(guides["bfloat16"][finite], guides["float32"][finite], rtol=0, atol=0.05)
+    model = tiny_gpt2(VOCAB)
+    for options in ({"do_sample": False}, {"do_sample": True, "top_k": 0}):
+        torch.manual_seed(0)
+        processor = HMMConstraintLogitsProcessor(low, dfa, prompt_length=3, max_new_tokens=6)
+        out = _generate(model, processor, torch.tensor([[1, 2, 4], [7, 8, 9]]), **options)
+        assert all(dfa.accepts(row) for row in out[:, 3:].tolist())
