@@ -77,8 +77,8 @@ def main() -> None:
                    "guided_seconds_per_token": guided / n, "overhead_seconds_per_token": overhead,
                    "overhead_over_lm_forward": overhead / (plain / n), "table_seconds": tables}
             rows.append(row)
-            print(f"h={h:<5} {dtype:<8} batch={batch:<3} LM {plain / n * 1e3:8.2f} ms/token  guided {guided / n * 1e3:8.2f}"
-                  f" ms/token  overhead {overhead * 1e3:8.2f} ms/token ({row['overhead_over_lm_forward']:.2f}x the LM)"
+            print(f"h={h:<5} {dtype:<8} batch={batch:<3} LM {plain / n * 1e3:8.2f} ms/token  guided "
+                  f"{guided / n * 1e3:8.2f} ms/token  overhead {overhead * 1e3:8.2f} ms/token ({row['overhead_over_lm_forward']:.2f}x the LM)"
                   f"  tables {tables:.2f} s", flush=True)
         del hmm
         gc.collect()

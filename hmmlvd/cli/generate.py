@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..steer import DECODINGS
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "float64", "bfloat16")
 CONCEPTS_HELP = ("comma-separated concepts; a concept is a word or phrase, or inflections joined by | (any one "
                  "counts), e.g. --keywords 'run|runs|ran,river bank'")
 
@@ -44,8 +44,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="with --base-lm: sample (default), greedy or beam search")
     parser.add_argument("--num-beams", type=int, default=4, help="beams for --decoding beam (default 4)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
-                        help="precision of the HMM's tables (default float32). bfloat16 halves their memory and, "
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="precision of the HMM's tables (default: as saved). bfloat16 halves their memory and, "
                              "with --base-lm, cuts the guidance cost per token (bench/RESULTS.md); probabilities "
                              "are then rounded to about 3 digits, and the constraints still hold exactly")
     parser.set_defaults(run=run)
@@ -105,7 +105,8 @@ def run(args) -> int:
     from ..lm import LanguageModel
 
     _check(args)
-    lm = LanguageModel.from_pretrained(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    dtype = None if args.dtype is None else getattr(torch, args.dtype)
+    lm = LanguageModel.from_pretrained(args.model, device=args.device, dtype=dtype)
     constraint = build_constraint(lm, args)
     if args.base_lm is None:
         texts = lm.generate(args.prefix, args.max_new_tokens, args.temperature, args.top_k, args.seed,

@@ -122,10 +122,12 @@ def test_beam_asks_for_no_more_sequences_than_beams(distilled, hmmlvd):
     assert code == 2 and "num_beams=2" in err
 
 
-def test_exact_length_and_any_keywords_hold_on_the_word_model(hmmlvd, word_model):
-    code, out, _ = hmmlvd("generate", word_model[0], "--prefix", "the", "--max-new-tokens", "6", "--any-keywords",
-                          "river,cat", "--exact-length", "3", "--end-word", ".", "--num-samples", "10", "--seed", "2")
-    assert code == 0
+@pytest.mark.parametrize("dtype", [[], ["--dtype", "bfloat16"]], ids=["as_saved", "bfloat16"])
+def test_exact_length_and_any_keywords_hold_on_the_word_model(hmmlvd, word_model, dtype):
+    code, out, err = hmmlvd("generate", word_model[0], "--prefix", "the", "--max-new-tokens", "6", "--any-keywords",
+                            "river,cat", "--exact-length", "3", "--end-word", ".", "--num-samples", "10", "--seed", "2",
+                            *dtype)
+    assert code == 0, err
     for line in out.splitlines()[1:]:
         words = line.split()[1:]
         assert words.index(".") == 3 and {"river", "cat"} & set(words[:6]), line
