@@ -5,8 +5,8 @@ paper's Figure 1 left).
     python scripts/image_bpd_plot.py bench/results/image_lvd_full.json bench/results/image_lvd_h4.json \
         --out bench/results/both.png
 
-Several JSON files of ``bench/image_lvd.py`` are drawn together when they measured the same dataset and number of
-training images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per
+Several JSON files of ``bench/image_lvd.py``, or ``results.json`` files of ``hmmlvd image train``, are drawn together
+when they measured the same dataset and number of training images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per
 family, the pixel HCLTs one curve per tying (untied, or sized like the tied circuits).
 """
 from __future__ import annotations
@@ -26,6 +26,12 @@ STYLES = {"lvd": ("LVD", "-", "C0"), "em": ("same structure, EM alone", "--", "C
 FAMILY_MARKERS = "osDv^<>p"
 
 
+def recipe_rows(results: dict) -> list[dict]:
+    """The rows of a ``hmmlvd image train`` results file, in the bench's form (one per model)."""
+    config = results["config"]
+    return [{**model, "tied": config["tied"], "hidden_size": config["hidden_size"]} for model in results["models"]]
+
+
 def load_rows(paths: list[str]) -> tuple[str, int, list[dict]]:
     """The rows of every results file, and their common dataset and number of training images (files written
     before the bench recorded its dataset measured Fashion-MNIST)."""
@@ -34,7 +40,7 @@ def load_rows(paths: list[str]) -> tuple[str, int, list[dict]]:
         with open(path) as handle:
             results = json.load(handle)
         measured.add((results.get("dataset", "fashion-mnist"), results["train_images"]))
-        rows += results["rows"]
+        rows += results["rows"] if "rows" in results else recipe_rows(results)
     if len(measured) != 1:
         raise SystemExit(f"the files measured different datasets or numbers of training images ({sorted(measured)}); "
                          "plot them separately")
@@ -62,7 +68,7 @@ def curves(rows: list[dict]) -> list[tuple[tuple, str, list[dict]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", help="JSON files written by bench/image_lvd.py")
+    parser.add_argument("results", nargs="+", help="JSON files written by bench/image_lvd.py or hmmlvd image train")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="bpd range shown (default: every point); points outside it are cut off")
