@@ -45,6 +45,7 @@
 #define LINE_BYTES 64                   /* a cache line */
 #define BLOCK_BYTES (256 * 1024)        /* the D rows of a column block's trees: a quarter of a core's L2 */
 #define TASKS_PER_THREAD 4              /* fewer blocks of trees than this per thread: split the columns too */
+#define TILE 4                          /* columns whose H x H products run side by side */
 
 static const REAL TINY = sizeof(REAL) == sizeof(float) ? FLT_MIN : DBL_MIN;
 
@@ -101,10 +102,35 @@ INLINE REAL normalize(REAL *restrict x, int64_t H) {
     return sum;
 }
 
-/* One task of the upward pass: trees [g0, g1), columns [m0, m1). wt is H*H scratch for a transposed transition. */
-INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict wt,
+/* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
+ * tree: normalise the node's rows x (their sums into sums[0..T)), write the messages y = w x (wt: w transposed)
+ * and multiply them into the parent's rows z. The T products run side by side in out (T*H scratch): T independent
+ * accumulators sharing each row of wt. */
+INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
+                           REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
+    for (int64_t t = 0; t < T; ++t) sums[t] = normalize(x + t * stride, H);
+    for (int64_t e = 0; e < T * H; ++e) out[e] = 0;
+    for (int64_t c = 0; c < H; ++c) {                          /* out = w x, as axpys over the rows of wt */
+        const REAL *restrict row = wt + c * H;
+        for (int64_t t = 0; t < T; ++t) {
+            const REAL xc = x[t * stride + c];
+#pragma omp simd
+            for (int64_t a = 0; a < H; ++a) out[t * H + a] += xc * row[a];
+        }
+    }
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t a = 0; a < H; ++a) {
+            y[t * H + a] = out[t * H + a];
+            z[t * stride + a] *= out[t * H + a];
+        }
+}
+
+/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch holds H*H + TILE*H numbers. */
+INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict scratch,
                         int64_t H) {
-    const int64_t G = p->groups, M = p->columns, D = p->nodes;
+    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
+    REAL *restrict wt = scratch, *restrict out = scratch + H * H;
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
         for (int64_t g = g0; g < g1; ++g) {
@@ -115,21 +141,13 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
             REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
             REAL *message = p->messages + ((j * G + g) * M) * H;
             REAL *sums = p->sums + (j * G + g) * M;
-            for (int64_t m = m0; m < m1; ++m) {
-                REAL *restrict x = below + m * p->stride_column;
-                REAL *restrict y = message + m * H;
-                REAL *restrict z = above + m * p->stride_column;
-                sums[m] = normalize(x, H);
-                for (int64_t a = 0; a < H; ++a) y[a] = 0;
-                for (int64_t c = 0; c < H; ++c) {                  /* y = w x, as axpys over the rows of wt */
-                    const REAL xc = x[c];
-                    const REAL *restrict row = wt + c * H;
-#pragma omp simd
-                    for (int64_t a = 0; a < H; ++a) y[a] += xc * row[a];
-                }
-#pragma omp simd
-                for (int64_t a = 0; a < H; ++a) z[a] *= y[a];
-            }
+            int64_t m = m0;
+            for (; m + TILE <= m1; m += TILE)
+                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
+                               TILE, H);
+            for (; m < m1; ++m)
+                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
+                               1, H);
         }
     }
     for (int64_t g = g0; g < g1; ++g) {
@@ -137,7 +155,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
         const REAL *weights = p->root_weights + g * H;
         REAL *sums = p->sums + ((D - 1) * G + g) * M;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = top + m * p->stride_column;
+            REAL *restrict x = top + m * stride;
             sums[m] = normalize(x, H);
             REAL total = 0;
             for (int64_t h = 0; h < H; ++h) total += x[h] * weights[h];
@@ -146,21 +164,16 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
     }
 }
 
-static void upward_task_4(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *wt) {
-    upward_task(p, g0, g1, m0, m1, wt, 4);
-}
-static void upward_task_8(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *wt) {
-    upward_task(p, g0, g1, m0, m1, wt, 8);
-}
-static void upward_task_16(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *wt) {
-    upward_task(p, g0, g1, m0, m1, wt, 16);
-}
-static void upward_task_32(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *wt) {
-    upward_task(p, g0, g1, m0, m1, wt, 32);
-}
-static void upward_task_any(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *wt) {
-    upward_task(p, g0, g1, m0, m1, wt, p->hidden);
-}
+#define UPWARD_TASK(suffix, H)                                                                                 \
+    static void upward_task_##suffix(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,            \
+                                     REAL *scratch) {                                                          \
+        upward_task(p, g0, g1, m0, m1, scratch, H);                                                            \
+    }
+UPWARD_TASK(4, 4)
+UPWARD_TASK(8, 8)
+UPWARD_TASK(16, 16)
+UPWARD_TASK(32, 32)
+UPWARD_TASK(any, p->hidden)
 
 typedef void (*UpwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *);
 
@@ -176,30 +189,62 @@ static UpwardTask upward_for(int64_t hidden) {
 
 /* ---------------------------------------------------------------- downward */
 
+/* T columns (rows x, flow, sent of the first; the next ones a column stride, or H for sent, apart) of one node of
+ * one tree: ratio = parent flow / message sent; when outer is not NULL, outer += Σ_t ratio_t ⊗ x_t; then
+ * x *= ratio w. ratio and back are T*H scratch; the T products ratio w run side by side. */
+INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const REAL *restrict sent, int64_t stride,
+                             const REAL *restrict w, REAL *restrict outer, REAL *restrict ratio,
+                             REAL *restrict back, int64_t T, int64_t H) {
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t a = 0; a < H; ++a) ratio[t * H + a] = flow[t * stride + a] / sent[t * H + a];
+    if (outer)
+        for (int64_t a = 0; a < H; ++a) {
+            REAL *restrict line = outer + a * H;
+            for (int64_t t = 0; t < T; ++t) {
+                const REAL ra = ratio[t * H + a];
+#pragma omp simd
+                for (int64_t c = 0; c < H; ++c) line[c] += ra * x[t * stride + c];
+            }
+        }
+    for (int64_t e = 0; e < T * H; ++e) back[e] = 0;
+    for (int64_t a = 0; a < H; ++a) {                          /* back = ratio w, as axpys over the rows of w */
+        const REAL *restrict line = w + a * H;
+        for (int64_t t = 0; t < T; ++t) {
+            const REAL ra = ratio[t * H + a];
+#pragma omp simd
+            for (int64_t c = 0; c < H; ++c) back[t * H + c] += ra * line[c];
+        }
+    }
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t c = 0; c < H; ++c) x[t * stride + c] *= back[t * H + c];
+}
+
 /* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts and
- * root_counts (either may be NULL); scratch holds H*H + 2*H numbers. */
+ * root_counts (either may be NULL); scratch holds H*H + 2*TILE*H numbers. */
 INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
                           REAL *transition_counts, REAL *root_counts, REAL *restrict scratch, int64_t H) {
-    const int64_t G = p->groups, M = p->columns, D = p->nodes;
+    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
     REAL *restrict outer = scratch;                   /* Σ_m ratio[m] ⊗ below[m], [H_parent, H_child] */
     REAL *restrict ratio = scratch + H * H;
-    REAL *restrict back = ratio + H;
+    REAL *restrict back = ratio + TILE * H;
     for (int64_t g = g0; g < g1; ++g) {
         REAL *top = p->values + g * p->stride_group + p->root * p->stride_node;
         const REAL *weights = p->root_weights + g * H;
-        REAL *counts = root_counts ? root_counts + g * H : NULL;
         for (int64_t h = 0; h < H; ++h) back[h] = 0;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = top + m * p->stride_column;
+            REAL *restrict x = top + m * stride;
             const REAL scale = p->root_scales[g * M + m];
             for (int64_t h = 0; h < H; ++h) {
                 x[h] = x[h] * weights[h] * scale;
                 back[h] += x[h];
             }
         }
-        if (counts)
-            for (int64_t h = 0; h < H; ++h) counts[h] += back[h];
+        if (root_counts)
+            for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
     }
+    REAL *const counted = transition_counts ? outer : NULL;
     for (int64_t j = D - 2; j >= 0; --j) {
         const int64_t node = p->order[j], parent = p->parents[node], row = p->rows[node];
         for (int64_t g = g0; g < g1; ++g) {
@@ -207,32 +252,16 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
             REAL *below = p->values + g * p->stride_group + node * p->stride_node;
             const REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
             const REAL *message = p->messages + ((j * G + g) * M) * H;
-            if (transition_counts)
+            if (counted)
                 for (int64_t e = 0; e < H * H; ++e) outer[e] = 0;
-            for (int64_t m = m0; m < m1; ++m) {
-                REAL *restrict x = below + m * p->stride_column;
-                const REAL *restrict flow = above + m * p->stride_column;
-                const REAL *restrict sent = message + m * H;
-#pragma omp simd
-                for (int64_t a = 0; a < H; ++a) ratio[a] = flow[a] / sent[a];
-                if (transition_counts)
-                    for (int64_t a = 0; a < H; ++a) {
-                        const REAL ra = ratio[a];
-                        REAL *restrict line = outer + a * H;
-#pragma omp simd
-                        for (int64_t c = 0; c < H; ++c) line[c] += ra * x[c];
-                    }
-                for (int64_t c = 0; c < H; ++c) back[c] = 0;
-                for (int64_t a = 0; a < H; ++a) {                 /* back = ratio w, as axpys over w's rows */
-                    const REAL ra = ratio[a];
-                    const REAL *restrict line = w + a * H;
-#pragma omp simd
-                    for (int64_t c = 0; c < H; ++c) back[c] += ra * line[c];
-                }
-#pragma omp simd
-                for (int64_t c = 0; c < H; ++c) x[c] *= back[c];
-            }
-            if (transition_counts) {
+            int64_t m = m0;
+            for (; m + TILE <= m1; m += TILE)
+                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
+                                 back, TILE, H);
+            for (; m < m1; ++m)
+                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
+                                 back, 1, H);
+            if (counted) {
                 REAL *restrict counts = transition_counts + ((g * (D - 1) + row) * H) * H;
 #pragma omp simd
                 for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
@@ -299,7 +328,8 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
     const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
-    REAL *scratch = malloc((size_t)threads * (size_t)(H * H) * sizeof(REAL));
+    const int64_t scratch_size = H * H + TILE * H;
+    REAL *scratch = malloc((size_t)threads * (size_t)scratch_size * sizeof(REAL));
     if (!scratch) return -1;
     const UpwardTask task = upward_for(H);
 #pragma omp parallel num_threads(threads)
@@ -312,7 +342,7 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
         for (int64_t t = 0; t < tasks; ++t) {
             int64_t g0, g1, m0, m1;
             task_bounds(&p, &grid, t, &g0, &g1, &m0, &m1);
-            task(&p, g0, g1, m0, m1, scratch + (int64_t)thread * H * H);
+            task(&p, g0, g1, m0, m1, scratch + (int64_t)thread * scratch_size);
         }
     }
     free(scratch);
@@ -332,7 +362,7 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     p.root_scales = root_scales;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
-    const int64_t H = p.hidden, scratch_size = H * H + 2 * H;
+    const int64_t H = p.hidden, scratch_size = H * H + 2 * TILE * H;
     /* split: one task per (block of trees, block of columns); else one per block of trees, which owns its counts */
     const int64_t tasks = grid.split ? grid.group_blocks * grid.column_blocks : grid.group_blocks;
     const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;
