@@ -43,9 +43,15 @@
 #define INLINE static inline __attribute__((always_inline))
 
 #define LINE_BYTES 64                   /* a cache line */
+#ifndef BLOCK_BYTES
 #define BLOCK_BYTES (256 * 1024)        /* the D rows of a column block's trees: a quarter of a core's L2 */
+#endif
+#ifndef TASKS_PER_THREAD
 #define TASKS_PER_THREAD 4              /* fewer blocks of trees than this per thread: split the columns too */
+#endif
+#ifndef TILE
 #define TILE 4                          /* columns whose H x H products run side by side */
+#endif
 
 static const REAL TINY = sizeof(REAL) == sizeof(float) ? FLT_MIN : DBL_MIN;
 
@@ -93,11 +99,25 @@ static Grid make_grid(const Pass *p, int threads) {
 
 /* ---------------------------------------------------------------- upward */
 
-/* Divide the H-row x by its sum (clamped at TINY); returns the sum. */
-INLINE REAL normalize(REAL *restrict x, int64_t H) {
+/* The sum of the H-row x: for H a power of two up to 32, by halving (log2 H vector additions), else in order. */
+INLINE REAL row_sum(const REAL *restrict x, int64_t H) {
+    if (H <= 32 && (H & (H - 1)) == 0) {
+        REAL part[32];
+        for (int64_t h = 0; h < H; ++h) part[h] = x[h];
+        for (int64_t width = H / 2; width >= 1; width /= 2)
+            for (int64_t k = 0; k < width; ++k) part[k] += part[k + width];
+        return part[0];
+    }
     REAL sum = 0;
     for (int64_t h = 0; h < H; ++h) sum += x[h];
+    return sum;
+}
+
+/* Divide the H-row x by its sum (clamped at TINY); returns the sum. */
+INLINE REAL normalize(REAL *restrict x, int64_t H) {
+    REAL sum = row_sum(x, H);
     sum = sum < TINY ? TINY : sum;
+#pragma omp simd
     for (int64_t h = 0; h < H; ++h) x[h] /= sum;
     return sum;
 }
