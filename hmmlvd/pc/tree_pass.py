@@ -205,9 +205,12 @@ def _torch_downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root
 
 
 def _use_kernel(values: Tensor, transitions: Tensor, root_weights: Tensor) -> bool:
-    """Whether a pass over ``values`` [G, D, M, H] runs on the C kernel (see :func:`.tree_kernel.supports`)."""
+    """Whether a pass over ``values`` [G, D, M, H] runs on the C kernel (see :func:`.tree_kernel.supports`): the
+    parameters on the same device in the same dtype, and no tensor that autograd records."""
+    tensors = (values, transitions, root_weights)
     return (transitions.dtype == root_weights.dtype == values.dtype and transitions.device == values.device
-            and root_weights.device == values.device and tree_kernel.supports(values))
+            and root_weights.device == values.device and not any(t.requires_grad for t in tensors)
+            and tree_kernel.supports(values))
 
 
 def _accumulator(counts: Tensor | None, values: Tensor) -> Tensor | None:
