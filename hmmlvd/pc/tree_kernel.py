@@ -1,7 +1,7 @@
 """The optional C kernel of the tree passes (``tree_kernel.c``): built on first use, loaded with ``ctypes``.
 
 :func:`.tree_pass.upward` and :func:`.tree_pass.downward` call :func:`upward` / :func:`downward` here for CPU
-float32 and float64 passes over two or more trees when :func:`available` is true; the kernel fuses each node's
+float32 and float64 passes when :func:`available` is true; the kernel fuses each node's
 normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches.
 
 The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and ``-O3
@@ -120,9 +120,9 @@ def available() -> bool:
 
 
 def supports(values: Tensor) -> bool:
-    """Whether the kernel handles a pass over ``values`` [G, D, M, H]: CPU, float32 or float64, G ≥ 2, unit
-    stride over H, and the kernel available."""
-    return (values.device.type == "cpu" and values.dtype in PRECISIONS and values.shape[0] >= 2
+    """Whether the kernel handles a pass over ``values`` [G, D, M, H]: CPU, float32 or float64, G ≥ 1 (one tree,
+    such as the latent tree, splits its columns over the threads), unit stride over H, and the kernel available."""
+    return (values.device.type == "cpu" and values.dtype in PRECISIONS and values.shape[0] >= 1
             and values.stride(3) == 1 and available())
 
 

@@ -11,7 +11,7 @@ exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to 
 gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
 Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 
-On the CPU, :func:`upward` and :func:`downward` over two or more float32 or float64 trees run the C kernel of
+On the CPU, :func:`upward` and :func:`downward` over float32 or float64 trees run the C kernel of
 :mod:`.tree_kernel` when it is available (same math and results, to rounding; each node's steps fused over a
 block of columns); elsewhere, and with ``HMMLVD_KERNELS=0``, the torch code below.
 """

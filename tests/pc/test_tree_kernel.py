@@ -79,7 +79,7 @@ def assert_passes_close(got, expected, tolerance):
 @pytest.mark.parametrize("counts", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hidden", [1, 3, 4, 16, 20])
-@pytest.mark.parametrize("groups", [2, 5])
+@pytest.mark.parametrize("groups", [1, 2, 5])
 @pytest.mark.parametrize("tree", sorted(TREES))
 def test_kernel_matches_torch_passes(tree, groups, hidden, dtype, counts, monkeypatch):
     inputs = tree_inputs(TREES[tree], groups, 7, hidden, dtype, seed=groups * hidden)
