@@ -10,6 +10,10 @@ the nodes children first, divides each node's value by its sum over ``H`` (keepi
 exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to its parent. The downward pass
 gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
 Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
+
+On the CPU, :func:`upward` and :func:`downward` over float32 or float64 trees run the C kernel of
+:mod:`.tree_kernel` when it is available (same math and results, to rounding; each node's steps fused over a
+block of columns); elsewhere, and with ``HMMLVD_KERNELS=0``, the torch code below.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from . import tree_kernel
 
 
 @dataclass(frozen=True)
@@ -125,11 +131,27 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
 
     The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
     message (a transition row has a positive entry), so the downward pass never divides by zero."""
-    tiny = torch.finfo(leaf.dtype).tiny
     values = leaf
     groups, num_nodes, columns, hidden = values.shape
-    messages = list(empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values))
+    messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
     sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
+    if _use_kernel(values, transitions, root_weights):
+        root_sums = values.new_empty(groups, columns)
+        tree_kernel.upward(plan, values, messages, sums, transitions.contiguous(), root_weights.contiguous(),
+                           root_sums)
+    else:
+        root_sums = _torch_upward(plan, values, messages, sums, transitions, root_weights)
+    log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
+    if log_scale is not None:
+        log_likelihood += log_scale
+    return TreePass(values, list(messages), root_sums, log_likelihood)
+
+
+def _torch_upward(plan: TreePlan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor,
+                  root_weights: Tensor) -> Tensor:
+    """:func:`upward` in torch ops: normalises ``values`` in place, writes ``messages`` [D-1, G, M, H] and ``sums``
+    [D, G, M, 1]; returns the root sums [G, M]."""
+    tiny = torch.finfo(values.dtype).tiny
     for node, message, node_sums in zip(plan.order, messages, sums):
         below = values[:, node]                                                         # [G, M, Hc]
         _normalize(below, node_sums, tiny)
@@ -138,11 +160,7 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
         values[:, plan.parents[node]].mul_(message)
     top = values[:, plan.root]
     _normalize(top, sums[-1], tiny)
-    root_sums = torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)      # [G, M]
-    log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
-    if log_scale is not None:
-        log_likelihood += log_scale
-    return TreePass(values, messages, root_sums, log_likelihood)
+    return torch.bmm(top, root_weights[:, :, None])[..., 0].clamp_min_(tiny)           # [G, M]
 
 
 def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, root_flows: Tensor, *,
@@ -152,9 +170,29 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
     ``forward.values`` (the pass cannot be used again); adds the expected counts into ``transition_counts``
     ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
     values = forward.values
+    scales = root_flows / forward.root_sums                                             # [G, M]
+    if _use_kernel(values, transitions, root_weights):
+        own = [_accumulator(counts, values) for counts in (transition_counts, root_counts)]
+        tree_kernel.downward(plan, values, _stacked(forward.messages, values), transitions.contiguous(),
+                             root_weights.contiguous(), scales.to(values.dtype).contiguous(), *own)
+        for counts, accumulated in zip((transition_counts, root_counts), own):
+            if counts is not None and accumulated is not counts:
+                counts += accumulated
+    else:
+        _torch_downward(plan, forward, transitions, root_weights, scales, transition_counts, root_counts,
+                        workspace)
+    forward.messages = []
+    return values
+
+
+def _torch_downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, scales: Tensor,
+                    transition_counts: Tensor | None, root_counts: Tensor | None,
+                    workspace: Workspace | None) -> None:
+    """:func:`downward` in torch ops, given the root flows over the root sums, ``scales`` [G, M]."""
+    values = forward.values
     back = empty(workspace, "back", values[:, 0].shape, values)
     top = values[:, plan.root]
-    top.mul_(root_weights[:, None, :]).mul_((root_flows / forward.root_sums)[..., None])
+    top.mul_(root_weights[:, None, :]).mul_(scales[..., None])
     if root_counts is not None:
         root_counts += top.sum(1)
     for node, message in zip(reversed(plan.order), reversed(forward.messages)):
@@ -164,8 +202,37 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
         if transition_counts is not None:
             transition_counts[:, plan.rows[node]].addcmul_(weights, torch.bmm(ratio.transpose(1, 2), below))
         below.mul_(torch.bmm(ratio, weights, out=back))
-    forward.messages = []
-    return values
+
+
+def _use_kernel(values: Tensor, transitions: Tensor, root_weights: Tensor) -> bool:
+    """Whether a pass over ``values`` [G, D, M, H] runs on the C kernel (see :func:`.tree_kernel.supports`): the
+    parameters on the same device in the same dtype, and no tensor that autograd records."""
+    tensors = (values, transitions, root_weights)
+    return (transitions.dtype == root_weights.dtype == values.dtype and transitions.device == values.device
+            and root_weights.device == values.device and not any(t.requires_grad for t in tensors)
+            and tree_kernel.supports(values))
+
+
+def _accumulator(counts: Tensor | None, values: Tensor) -> Tensor | None:
+    """``counts`` itself where the kernel can add into it (contiguous, ``values``' dtype), else zeros like it."""
+    if counts is None or (counts.is_contiguous() and counts.dtype == values.dtype and counts.device == values.device):
+        return counts
+    return torch.zeros(counts.shape, dtype=values.dtype, device=values.device)
+
+
+def _stacked(messages: list[Tensor], values: Tensor) -> Tensor:
+    """The upward pass's messages (``D-1`` of [G, M, H]) as one contiguous [D-1, G, M, H] tensor: a view of their
+    buffer when they lie in it one after the other (as :func:`upward` leaves them), else a copy."""
+    groups, num_nodes, columns, hidden = values.shape
+    shape = (groups, columns, hidden)
+    if not messages:
+        return values.new_empty(0, *shape)
+    first, size = messages[0], math.prod(shape)
+    if all(message.shape == shape and message.dtype == values.dtype and message.is_contiguous()
+           and message.data_ptr() == first.data_ptr() + j * size * first.element_size()
+           for j, message in enumerate(messages)):
+        return first.as_strided((len(messages), *shape), (size, *first.stride()))
+    return torch.stack(messages).to(values.dtype)
 
 
 def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:

@@ -1,0 +1,430 @@
+/* Fused CPU kernels for the two generic tree passes of hmmlvd/pc/tree_pass.py (upward and downward).
+ *
+ * Plain C99 with OpenMP, no Python or torch headers. The file is compiled twice, once per precision:
+ *     -DREAL=float  -DSUFFIX=f32     ->  hmmlvd_upward_f32, hmmlvd_downward_f32
+ *     -DREAL=double -DSUFFIX=f64     ->  hmmlvd_upward_f64, hmmlvd_downward_f64
+ * and the two objects are linked into one shared library (hmmlvd/pc/tree_kernel.py does this).
+ *
+ * G trees share one structure of D nodes, hidden size H, M columns (examples) per tree. The values are a strided
+ * [G, D, M, H] array (the last stride must be 1); every other array is contiguous:
+ *     messages [D-1, G, M, H]  (messages[j] is what node order[j] sent to its parent)
+ *     sums     [D, G, M]       (sums[j] the normalising sum of node order[j]; sums[D-1] that of the root)
+ *     transitions [G, D-1, H_parent, H_child], root_weights [G, H], root_sums [G, M],
+ *     root_scales [G, M] (the root flows divided by the root sums),
+ *     transition_counts [G, D-1, H, H] and root_counts [G, H] (accumulated into; either may be NULL).
+ * The math is exactly that of the torch passes: see tree_pass.py.
+ *
+ * Work is cut into tasks of (a block of trees, a block of columns). A block of trees spans at least one cache line
+ * of H-rows (so small H does not waste the lines of the node-major layout) and a block of columns keeps the D rows
+ * of every column of the block in L2 while the node loop runs over them. With enough blocks of trees, each thread
+ * owns whole blocks of trees (and their counts); otherwise columns are split too and every thread accumulates its
+ * counts privately, summed at the end. Tasks are dealt out statically, so for a given number of threads the counts
+ * are summed in the same order on every call (results are reproducible to the bit).
+ *
+ * The inner loops run over H with contiguous rows (axpy form); they are compiled for H = 4, 8, 16 and 32 as
+ * constants (fully unrolled and vectorised), and for any other H generically.
+ */
+#include <float.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef REAL
+#define REAL float
+#define SUFFIX f32
+#endif
+
+#define CONCAT_(a, b) a##_##b
+#define CONCAT(a, b) CONCAT_(a, b)
+#define NAME(name) CONCAT(name, SUFFIX)
+#define INLINE static inline __attribute__((always_inline))
+
+#define LINE_BYTES 64                   /* a cache line */
+#ifndef BLOCK_BYTES
+#define BLOCK_BYTES (256 * 1024)        /* the D rows of a column block's trees: a quarter of a core's L2 */
+#endif
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 4              /* fewer blocks of trees than this per thread: split the columns too */
+#endif
+#ifndef TILE
+#define TILE 4                          /* columns whose H x H products run side by side */
+#endif
+
+static const REAL TINY = sizeof(REAL) == sizeof(float) ? FLT_MIN : DBL_MIN;
+
+/* The shapes and pointers of one call. */
+typedef struct {
+    int64_t groups, nodes, columns, hidden;
+    int64_t stride_group, stride_node, stride_column;     /* of the values, in elements (the hidden stride is 1) */
+    REAL *values;
+    REAL *messages;
+    REAL *sums;
+    const REAL *transitions;
+    const REAL *root_weights;
+    REAL *root_sums;
+    const REAL *root_scales;
+    const int64_t *order, *parents, *rows;
+    int64_t root;
+} Pass;
+
+/* How the (trees, columns) grid is cut into tasks. */
+typedef struct {
+    int64_t group_block, column_block, group_blocks, column_blocks;
+    int split;                     /* columns split: counts go to per-thread accumulators */
+} Grid;
+
+static Grid make_grid(const Pass *p, int threads) {
+    Grid grid;
+    int64_t row_bytes = p->hidden * (int64_t)sizeof(REAL);
+    int64_t block = (LINE_BYTES + row_bytes - 1) / row_bytes;
+    grid.group_block = block < p->groups ? block : p->groups;
+    grid.group_blocks = (p->groups + grid.group_block - 1) / grid.group_block;
+    int64_t per_column = p->nodes * grid.group_block * row_bytes;
+    int64_t columns = BLOCK_BYTES / per_column;
+    columns = columns < 1 ? 1 : columns;
+    grid.split = grid.group_blocks < (int64_t)TASKS_PER_THREAD * threads;
+    if (grid.split) {                                     /* enough tasks for every thread */
+        int64_t wanted = ((int64_t)TASKS_PER_THREAD * threads + grid.group_blocks - 1) / grid.group_blocks;
+        int64_t even = (p->columns + wanted - 1) / wanted;
+        columns = even < columns ? even : columns;
+        columns = columns < 1 ? 1 : columns;
+    }
+    grid.column_block = columns < p->columns ? columns : (p->columns > 0 ? p->columns : 1);
+    grid.column_blocks = (p->columns + grid.column_block - 1) / grid.column_block;
+    return grid;
+}
+
+/* ---------------------------------------------------------------- upward */
+
+/* The sum of the H-row x: for H a power of two up to 32, by halving (log2 H vector additions), else in order. */
+INLINE REAL row_sum(const REAL *restrict x, int64_t H) {
+    if (H <= 32 && (H & (H - 1)) == 0) {
+        REAL part[32];
+        for (int64_t h = 0; h < H; ++h) part[h] = x[h];
+        for (int64_t width = H / 2; width >= 1; width /= 2)
+            for (int64_t k = 0; k < width; ++k) part[k] += part[k + width];
+        return part[0];
+    }
+    REAL sum = 0;
+    for (int64_t h = 0; h < H; ++h) sum += x[h];
+    return sum;
+}
+
+/* Divide the H-row x by its sum (clamped at TINY); returns the sum. */
+INLINE REAL normalize(REAL *restrict x, int64_t H) {
+    REAL sum = row_sum(x, H);
+    sum = sum < TINY ? TINY : sum;
+#pragma omp simd
+    for (int64_t h = 0; h < H; ++h) x[h] /= sum;
+    return sum;
+}
+
+/* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
+ * tree: normalise the node's rows x (their sums into sums[0..T)), write the messages y = w x (wt: w transposed)
+ * and multiply them into the parent's rows z. The T products run side by side in out (T*H scratch): T independent
+ * accumulators sharing each row of wt. */
+INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
+                           REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
+    for (int64_t t = 0; t < T; ++t) sums[t] = normalize(x + t * stride, H);
+    for (int64_t e = 0; e < T * H; ++e) out[e] = 0;
+    for (int64_t c = 0; c < H; ++c) {                          /* out = w x, as axpys over the rows of wt */
+        const REAL *restrict row = wt + c * H;
+        for (int64_t t = 0; t < T; ++t) {
+            const REAL xc = x[t * stride + c];
+#pragma omp simd
+            for (int64_t a = 0; a < H; ++a) out[t * H + a] += xc * row[a];
+        }
+    }
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t a = 0; a < H; ++a) {
+            y[t * H + a] = out[t * H + a];
+            z[t * stride + a] *= out[t * H + a];
+        }
+}
+
+/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch holds H*H + TILE*H numbers. */
+INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict scratch,
+                        int64_t H) {
+    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
+    REAL *restrict wt = scratch, *restrict out = scratch + H * H;
+    for (int64_t j = 0; j < D - 1; ++j) {
+        const int64_t node = p->order[j], parent = p->parents[node];
+        for (int64_t g = g0; g < g1; ++g) {
+            const REAL *w = p->transitions + ((g * (D - 1) + p->rows[node]) * H) * H;
+            for (int64_t a = 0; a < H; ++a)                       /* wt[c][a] = w[a][c] */
+                for (int64_t c = 0; c < H; ++c) wt[c * H + a] = w[a * H + c];
+            REAL *below = p->values + g * p->stride_group + node * p->stride_node;
+            REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
+            REAL *message = p->messages + ((j * G + g) * M) * H;
+            REAL *sums = p->sums + (j * G + g) * M;
+            int64_t m = m0;
+            for (; m + TILE <= m1; m += TILE)
+                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
+                               TILE, H);
+            for (; m < m1; ++m)
+                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
+                               1, H);
+        }
+    }
+    for (int64_t g = g0; g < g1; ++g) {
+        REAL *top = p->values + g * p->stride_group + p->root * p->stride_node;
+        const REAL *weights = p->root_weights + g * H;
+        REAL *sums = p->sums + ((D - 1) * G + g) * M;
+        for (int64_t m = m0; m < m1; ++m) {
+            REAL *restrict x = top + m * stride;
+            sums[m] = normalize(x, H);
+            REAL total = 0;
+            for (int64_t h = 0; h < H; ++h) total += x[h] * weights[h];
+            p->root_sums[g * M + m] = total < TINY ? TINY : total;
+        }
+    }
+}
+
+#define UPWARD_TASK(suffix, H)                                                                                 \
+    static void upward_task_##suffix(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,            \
+                                     REAL *scratch) {                                                          \
+        upward_task(p, g0, g1, m0, m1, scratch, H);                                                            \
+    }
+UPWARD_TASK(4, 4)
+UPWARD_TASK(8, 8)
+UPWARD_TASK(16, 16)
+UPWARD_TASK(32, 32)
+UPWARD_TASK(any, p->hidden)
+
+typedef void (*UpwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *);
+
+static UpwardTask upward_for(int64_t hidden) {
+    switch (hidden) {
+        case 4: return upward_task_4;
+        case 8: return upward_task_8;
+        case 16: return upward_task_16;
+        case 32: return upward_task_32;
+        default: return upward_task_any;
+    }
+}
+
+/* ---------------------------------------------------------------- downward */
+
+/* T columns (rows x, flow, sent of the first; the next ones a column stride, or H for sent, apart) of one node of
+ * one tree: ratio = parent flow / message sent; when outer is not NULL, outer += Σ_t ratio_t ⊗ x_t; then
+ * x *= ratio w. ratio and back are T*H scratch; the T products ratio w run side by side. */
+INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const REAL *restrict sent, int64_t stride,
+                             const REAL *restrict w, REAL *restrict outer, REAL *restrict ratio,
+                             REAL *restrict back, int64_t T, int64_t H) {
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t a = 0; a < H; ++a) ratio[t * H + a] = flow[t * stride + a] / sent[t * H + a];
+    if (outer)
+        for (int64_t a = 0; a < H; ++a) {
+            REAL *restrict line = outer + a * H;
+            for (int64_t t = 0; t < T; ++t) {
+                const REAL ra = ratio[t * H + a];
+#pragma omp simd
+                for (int64_t c = 0; c < H; ++c) line[c] += ra * x[t * stride + c];
+            }
+        }
+    for (int64_t e = 0; e < T * H; ++e) back[e] = 0;
+    for (int64_t a = 0; a < H; ++a) {                          /* back = ratio w, as axpys over the rows of w */
+        const REAL *restrict line = w + a * H;
+        for (int64_t t = 0; t < T; ++t) {
+            const REAL ra = ratio[t * H + a];
+#pragma omp simd
+            for (int64_t c = 0; c < H; ++c) back[t * H + c] += ra * line[c];
+        }
+    }
+    for (int64_t t = 0; t < T; ++t)
+#pragma omp simd
+        for (int64_t c = 0; c < H; ++c) x[t * stride + c] *= back[t * H + c];
+}
+
+/* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts and
+ * root_counts (either may be NULL); scratch holds H*H + 2*TILE*H numbers. */
+INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
+                          REAL *transition_counts, REAL *root_counts, REAL *restrict scratch, int64_t H) {
+    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
+    REAL *restrict outer = scratch;                   /* Σ_m ratio[m] ⊗ below[m], [H_parent, H_child] */
+    REAL *restrict ratio = scratch + H * H;
+    REAL *restrict back = ratio + TILE * H;
+    for (int64_t g = g0; g < g1; ++g) {
+        REAL *top = p->values + g * p->stride_group + p->root * p->stride_node;
+        const REAL *weights = p->root_weights + g * H;
+        for (int64_t h = 0; h < H; ++h) back[h] = 0;
+        for (int64_t m = m0; m < m1; ++m) {
+            REAL *restrict x = top + m * stride;
+            const REAL scale = p->root_scales[g * M + m];
+            for (int64_t h = 0; h < H; ++h) {
+                x[h] = x[h] * weights[h] * scale;
+                back[h] += x[h];
+            }
+        }
+        if (root_counts)
+            for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
+    }
+    REAL *const counted = transition_counts ? outer : NULL;
+    for (int64_t j = D - 2; j >= 0; --j) {
+        const int64_t node = p->order[j], parent = p->parents[node], row = p->rows[node];
+        for (int64_t g = g0; g < g1; ++g) {
+            const REAL *restrict w = p->transitions + ((g * (D - 1) + row) * H) * H;
+            REAL *below = p->values + g * p->stride_group + node * p->stride_node;
+            const REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
+            const REAL *message = p->messages + ((j * G + g) * M) * H;
+            if (counted)
+                for (int64_t e = 0; e < H * H; ++e) outer[e] = 0;
+            int64_t m = m0;
+            for (; m + TILE <= m1; m += TILE)
+                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
+                                 back, TILE, H);
+            for (; m < m1; ++m)
+                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
+                                 back, 1, H);
+            if (counted) {
+                REAL *restrict counts = transition_counts + ((g * (D - 1) + row) * H) * H;
+#pragma omp simd
+                for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
+            }
+        }
+    }
+}
+
+#define DOWNWARD_TASK(suffix, H)                                                                               \
+    static void downward_task_##suffix(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,          \
+                                       REAL *transition_counts, REAL *root_counts, REAL *scratch) {            \
+        downward_task(p, g0, g1, m0, m1, transition_counts, root_counts, scratch, H);                          \
+    }
+DOWNWARD_TASK(4, 4)
+DOWNWARD_TASK(8, 8)
+DOWNWARD_TASK(16, 16)
+DOWNWARD_TASK(32, 32)
+DOWNWARD_TASK(any, p->hidden)
+
+typedef void (*DownwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, REAL *);
+
+static DownwardTask downward_for(int64_t hidden) {
+    switch (hidden) {
+        case 4: return downward_task_4;
+        case 8: return downward_task_8;
+        case 16: return downward_task_16;
+        case 32: return downward_task_32;
+        default: return downward_task_any;
+    }
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+static Pass make_pass(const int64_t *shape, REAL *values, const int64_t *strides, const int64_t *order,
+                      const int64_t *parents, const int64_t *rows, int64_t root) {
+    Pass p;
+    memset(&p, 0, sizeof p);
+    p.groups = shape[0], p.nodes = shape[1], p.columns = shape[2], p.hidden = shape[3];
+    p.stride_group = strides[0], p.stride_node = strides[1], p.stride_column = strides[2];
+    p.values = values;
+    p.order = order, p.parents = parents, p.rows = rows, p.root = root;
+    return p;
+}
+
+/* Block t of the grid (blocks of trees major): its trees [*g0, *g1) and columns [*m0, *m1). */
+static void task_bounds(const Pass *p, const Grid *grid, int64_t t, int64_t *g0, int64_t *g1, int64_t *m0,
+                        int64_t *m1) {
+    int64_t group = t / grid->column_blocks, column = t % grid->column_blocks;
+    *g0 = group * grid->group_block;
+    *g1 = *g0 + grid->group_block < p->groups ? *g0 + grid->group_block : p->groups;
+    *m0 = column * grid->column_block;
+    *m1 = *m0 + grid->column_block < p->columns ? *m0 + grid->column_block : p->columns;
+}
+
+/* The upward pass: normalises the values in place, writes messages, sums and root_sums. Returns 0, or -1 when
+ * scratch memory could not be allocated (nothing is written then). */
+int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *messages,
+                        REAL *sums, const REAL *transitions, const REAL *root_weights, REAL *root_sums,
+                        const int64_t *order, const int64_t *parents, const int64_t *rows, int64_t root,
+                        int num_threads) {
+    Pass p = make_pass(shape, values, value_strides, order, parents, rows, root);
+    p.messages = messages, p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
+    p.root_sums = root_sums;
+    const int threads = num_threads < 1 ? 1 : num_threads;
+    const Grid grid = make_grid(&p, threads);
+    const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
+    const int64_t scratch_size = H * H + TILE * H;
+    REAL *scratch = malloc((size_t)threads * (size_t)scratch_size * sizeof(REAL));
+    if (!scratch) return -1;
+    const UpwardTask task = upward_for(H);
+#pragma omp parallel num_threads(threads)
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; ++t) {
+            int64_t g0, g1, m0, m1;
+            task_bounds(&p, &grid, t, &g0, &g1, &m0, &m1);
+            task(&p, g0, g1, m0, m1, scratch + (int64_t)thread * scratch_size);
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+/* The downward pass: turns the values of the upward pass into flows in place (root_scales: the root flows over
+ * the root sums) and adds the expected counts into transition_counts and root_counts (either may be NULL).
+ * Returns 0, or -1 when scratch memory could not be allocated (nothing is written then). */
+int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides, const REAL *messages,
+                          const REAL *transitions, const REAL *root_weights, const REAL *root_scales,
+                          REAL *transition_counts, REAL *root_counts,
+                          const int64_t *order, const int64_t *parents, const int64_t *rows, int64_t root,
+                          int num_threads) {
+    Pass p = make_pass(shape, values, value_strides, order, parents, rows, root);
+    p.messages = (REAL *)messages, p.transitions = transitions, p.root_weights = root_weights;
+    p.root_scales = root_scales;
+    const int threads = num_threads < 1 ? 1 : num_threads;
+    const Grid grid = make_grid(&p, threads);
+    const int64_t H = p.hidden, scratch_size = H * H + 2 * TILE * H;
+    /* split: one task per (block of trees, block of columns); else one per block of trees, which owns its counts */
+    const int64_t tasks = grid.split ? grid.group_blocks * grid.column_blocks : grid.group_blocks;
+    const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;
+    const int64_t transition_size = p.groups * (p.nodes - 1) * H * H, root_size = p.groups * H;
+    const int private_counts = grid.split && grid.column_blocks > 1 && (transition_counts || root_counts);
+    const int64_t private_size = private_counts ? transition_size + root_size : 0;
+    REAL *scratch = calloc((size_t)threads * (size_t)(scratch_size + private_size), sizeof(REAL));
+    if (!scratch) return -1;
+    const DownwardTask task = downward_for(H);
+#pragma omp parallel num_threads(threads)
+    {
+        int thread = 0;
+#ifdef _OPENMP
+        thread = omp_get_thread_num();
+#endif
+        REAL *own = scratch + (int64_t)thread * (scratch_size + private_size);
+        REAL *own_transitions = transition_counts, *own_root = root_counts;
+        if (private_counts) {
+            own_transitions = transition_counts ? own + scratch_size : NULL;
+            own_root = root_counts ? own + scratch_size + transition_size : NULL;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; ++t)
+            for (int64_t block = t * blocks_per_task; block < (t + 1) * blocks_per_task; ++block) {
+                int64_t g0, g1, m0, m1;
+                task_bounds(&p, &grid, block, &g0, &g1, &m0, &m1);
+                task(&p, g0, g1, m0, m1, own_transitions, own_root, own);
+            }
+        if (private_counts) {                                 /* sum the threads' counts (implicit barrier above) */
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < transition_size + root_size; ++e) {
+                REAL total = 0;
+                for (int other = 0; other < threads; ++other)
+                    total += scratch[(int64_t)other * (scratch_size + private_size) + scratch_size + e];
+                if (e < transition_size) {
+                    if (transition_counts) transition_counts[e] += total;
+                } else if (root_counts) {
+                    root_counts[e - transition_size] += total;
+                }
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}

@@ -1,0 +1,182 @@
+"""The optional C kernel of the tree passes (``tree_kernel.c``): built on first use, loaded with ``ctypes``.
+
+:func:`.tree_pass.upward` and :func:`.tree_pass.downward` call :func:`upward` / :func:`downward` here for CPU
+float32 and float64 passes when :func:`available` is true; the kernel fuses each node's
+normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches.
+
+The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and ``-O3
+-march=native -fopenmp``, once per source, flags, compiler, CPU and machine, into ``$HMMLVD_CACHE`` (default
+``~/.cache/hmmlvd/kernels``); the library is written under a temporary name and renamed, so processes racing to
+build it are safe. ``HMMLVD_KERNELS=0`` turns the kernel off; without a compiler, or when the build fails (one
+warning), everything runs on the torch code.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("tree_kernel.c")
+COMPILE_FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC")
+PRECISIONS = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept: ``$HMMLVD_CACHE`` or ``~/.cache/hmmlvd/kernels``."""
+    return Path(os.environ.get("HMMLVD_CACHE") or Path.home() / ".cache" / "hmmlvd" / "kernels")
+
+
+def find_compiler() -> str | None:
+    """``$CC``, else ``cc`` or ``gcc`` on the PATH; None without one."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (``-march=native`` depends on them), empty where /proc/cpuinfo is missing."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def library_path(compiler: str) -> Path:
+    """The cached library's path, named by a hash of the source, flags, compiler version, CPU and machine."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256(b"\0".join(part.encode() for part in (
+        SOURCE.read_text(), " ".join(COMPILE_FLAGS), version, _cpu_flags(), platform.machine()))).hexdigest()
+    return cache_dir() / f"tree_kernel-{key[:20]}.so"
+
+
+def build(compiler: str, target: Path) -> None:
+    """Compile the source once per precision and link both into ``target`` (written atomically)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as folder:
+        objects = []
+        for real, suffix in PRECISIONS.values():
+            objects.append(os.path.join(folder, f"{suffix}.o"))
+            subprocess.run([compiler, *COMPILE_FLAGS, f"-DREAL={real}", f"-DSUFFIX={suffix}", "-c", str(SOURCE),
+                            "-o", objects[-1]], capture_output=True, text=True, check=True)
+        library = os.path.join(folder, target.name)
+        subprocess.run([compiler, "-shared", "-fopenmp", *objects, "-o", library], capture_output=True, text=True,
+                       check=True)
+        os.replace(library, target)
+
+
+def _declare(library: ctypes.CDLL) -> None:
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    for _, suffix in PRECISIONS.values():
+        upward_function = getattr(library, f"hmmlvd_upward_{suffix}")
+        upward_function.argtypes = [pointer] * 11 + [integer, ctypes.c_int]
+        upward_function.restype = ctypes.c_int
+        downward_function = getattr(library, f"hmmlvd_downward_{suffix}")
+        downward_function.argtypes = [pointer] * 12 + [integer, ctypes.c_int]
+        downward_function.restype = ctypes.c_int
+
+
+def load() -> ctypes.CDLL | None:
+    """The kernel library, built into the cache first if needed; None (after one warning if a build failed)."""
+    global _library, _tried
+    with _lock:
+        if _tried:
+            return _library
+        _tried = True
+        compiler = find_compiler()
+        if compiler is None or not SOURCE.exists():
+            return None
+        try:
+            path = library_path(compiler)
+            if not path.exists():
+                build(compiler, path)
+            library = ctypes.CDLL(str(path))
+            _declare(library)
+        except (OSError, subprocess.CalledProcessError, AttributeError) as error:
+            detail = getattr(error, "stderr", "") or ""
+            warnings.warn(f"hmmlvd: the tree-pass C kernel could not be built or loaded with {compiler!r} ({error}"
+                          f"{': ' + detail.strip()[-500:] if detail else ''}); using the torch code", RuntimeWarning)
+            return None
+        _library = library
+        return library
+
+
+def available() -> bool:
+    """Whether the kernel can be used: not turned off by ``HMMLVD_KERNELS=0`` and built and loaded."""
+    return os.environ.get("HMMLVD_KERNELS", "1") != "0" and load() is not None
+
+
+def supports(values: Tensor) -> bool:
+    """Whether the kernel handles a pass over ``values`` [G, D, M, H]: CPU, float32 or float64, G ≥ 1 (one tree,
+    such as the latent tree, splits its columns over the threads), unit stride over H, and the kernel available."""
+    return (values.device.type == "cpu" and values.dtype in PRECISIONS and values.shape[0] >= 1
+            and values.stride(3) == 1 and available())
+
+
+@lru_cache(maxsize=64)
+def _tree_arrays(order: tuple[int, ...], parents: tuple[int, ...], rows: tuple[int, ...]):
+    """The plan's order, parents and rows as int64 C arrays (kept alive by the cache)."""
+    return tuple((ctypes.c_int64 * max(len(values), 1))(*values) for values in (order, parents, rows))
+
+
+def _shape_and_strides(values: Tensor):
+    return (ctypes.c_int64 * 4)(*values.shape), (ctypes.c_int64 * 4)(*values.stride())
+
+
+def _pointer(tensor: Tensor | None, dtype: torch.dtype, name: str) -> int | None:
+    """``tensor``'s address after checking it is a contiguous CPU tensor of ``dtype``; None for None."""
+    if tensor is None:
+        return None
+    if tensor.dtype != dtype or tensor.device.type != "cpu" or not tensor.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous CPU {dtype} tensor, got {tensor.dtype} on {tensor.device}")
+    return tensor.data_ptr()
+
+
+def upward(plan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor,
+           root_sums: Tensor) -> None:
+    """The upward pass of :func:`.tree_pass.upward` in C: normalises ``values`` [G, D, M, H] (any strides, unit
+    over H) in place and writes ``messages`` [D-1, G, M, H], ``sums`` [D, G, M] (node ``plan.order[j]``'s in row
+    j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]."""
+    dtype = values.dtype
+    shape, strides = _shape_and_strides(values)
+    order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
+    function = getattr(load(), f"hmmlvd_upward_{PRECISIONS[dtype][1]}")
+    status = function(shape, values.data_ptr(), strides, _pointer(messages, dtype, "messages"),
+                      _pointer(sums, dtype, "sums"), _pointer(transitions, dtype, "transitions"),
+                      _pointer(root_weights, dtype, "root_weights"), _pointer(root_sums, dtype, "root_sums"),
+                      order, parents, rows, plan.root, torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
+
+
+def downward(plan, values: Tensor, messages: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
+             transition_counts: Tensor | None, root_counts: Tensor | None) -> None:
+    """The downward pass of :func:`.tree_pass.downward` in C: turns ``values`` [G, D, M, H] of :func:`upward` into
+    flows in place, given its ``messages`` and ``root_scales`` [G, M] (the root flows over the root sums); adds
+    the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H] (contiguous) when
+    given."""
+    dtype = values.dtype
+    shape, strides = _shape_and_strides(values)
+    order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
+    function = getattr(load(), f"hmmlvd_downward_{PRECISIONS[dtype][1]}")
+    status = function(shape, values.data_ptr(), strides, _pointer(messages, dtype, "messages"),
+                      _pointer(transitions, dtype, "transitions"), _pointer(root_weights, dtype, "root_weights"),
+                      _pointer(root_scales, dtype, "root_scales"),
+                      _pointer(transition_counts, dtype, "transition_counts"),
+                      _pointer(root_counts, dtype, "root_counts"), order, parents, rows, plan.root,
+                      torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
