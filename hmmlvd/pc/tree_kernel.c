@@ -122,6 +122,21 @@ INLINE REAL normalize(REAL *restrict x, int64_t H) {
     return sum;
 }
 
+/* out[t] = Σ_c v[t][c] m[c] for T H-rows v[t] (stride apart) and the H x H matrix m, as axpys over m's rows: the
+ * T products run side by side, T independent accumulators sharing each row of m. */
+INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *restrict m, REAL *restrict out,
+                         int64_t T, int64_t H) {
+    for (int64_t e = 0; e < T * H; ++e) out[e] = 0;
+    for (int64_t c = 0; c < H; ++c) {
+        const REAL *restrict row = m + c * H;
+        for (int64_t t = 0; t < T; ++t) {
+            const REAL vc = v[t * stride + c];
+#pragma omp simd
+            for (int64_t a = 0; a < H; ++a) out[t * H + a] += vc * row[a];
+        }
+    }
+}
+
 /* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
  * tree: normalise the node's rows x (their sums into sums[0..T)), write the messages y = w x (wt: w transposed)
  * and multiply them into the parent's rows z. The T products run side by side in out (T*H scratch): T independent
@@ -129,15 +144,7 @@ INLINE REAL normalize(REAL *restrict x, int64_t H) {
 INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
                            REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
     for (int64_t t = 0; t < T; ++t) sums[t] = normalize(x + t * stride, H);
-    for (int64_t e = 0; e < T * H; ++e) out[e] = 0;
-    for (int64_t c = 0; c < H; ++c) {                          /* out = w x, as axpys over the rows of wt */
-        const REAL *restrict row = wt + c * H;
-        for (int64_t t = 0; t < T; ++t) {
-            const REAL xc = x[t * stride + c];
-#pragma omp simd
-            for (int64_t a = 0; a < H; ++a) out[t * H + a] += xc * row[a];
-        }
-    }
+    row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
     for (int64_t t = 0; t < T; ++t)
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {
@@ -227,15 +234,7 @@ INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const 
                 for (int64_t c = 0; c < H; ++c) line[c] += ra * x[t * stride + c];
             }
         }
-    for (int64_t e = 0; e < T * H; ++e) back[e] = 0;
-    for (int64_t a = 0; a < H; ++a) {                          /* back = ratio w, as axpys over the rows of w */
-        const REAL *restrict line = w + a * H;
-        for (int64_t t = 0; t < T; ++t) {
-            const REAL ra = ratio[t * H + a];
-#pragma omp simd
-            for (int64_t c = 0; c < H; ++c) back[t * H + c] += ra * line[c];
-        }
-    }
+    row_products(ratio, H, w, back, T, H);                     /* back = ratio w */
     for (int64_t t = 0; t < T; ++t)
 #pragma omp simd
         for (int64_t c = 0; c < H; ++c) x[t * stride + c] *= back[t * H + c];

@@ -145,21 +145,25 @@ def _pointer(tensor: Tensor | None, dtype: torch.dtype, name: str) -> int | None
     return tensor.data_ptr()
 
 
+def _run(name: str, plan, values: Tensor, tensors: dict[str, Tensor | None]) -> None:
+    """Call ``hmmlvd_{name}`` on ``values`` and the named ``tensors`` (in the C argument order) of ``plan``."""
+    dtype = values.dtype
+    shape, strides = _shape_and_strides(values)
+    order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
+    function = getattr(load(), f"hmmlvd_{name}_{PRECISIONS[dtype][1]}")
+    pointers = [_pointer(tensor, dtype, key) for key, tensor in tensors.items()]
+    if function(shape, values.data_ptr(), strides, *pointers, order, parents, rows, plan.root,
+                torch.get_num_threads()) != 0:
+        raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
+
+
 def upward(plan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor,
            root_sums: Tensor) -> None:
     """The upward pass of :func:`.tree_pass.upward` in C: normalises ``values`` [G, D, M, H] (any strides, unit
     over H) in place and writes ``messages`` [D-1, G, M, H], ``sums`` [D, G, M] (node ``plan.order[j]``'s in row
     j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]."""
-    dtype = values.dtype
-    shape, strides = _shape_and_strides(values)
-    order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
-    function = getattr(load(), f"hmmlvd_upward_{PRECISIONS[dtype][1]}")
-    status = function(shape, values.data_ptr(), strides, _pointer(messages, dtype, "messages"),
-                      _pointer(sums, dtype, "sums"), _pointer(transitions, dtype, "transitions"),
-                      _pointer(root_weights, dtype, "root_weights"), _pointer(root_sums, dtype, "root_sums"),
-                      order, parents, rows, plan.root, torch.get_num_threads())
-    if status != 0:
-        raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
+    _run("upward", plan, values, {"messages": messages, "sums": sums, "transitions": transitions,
+                                  "root_weights": root_weights, "root_sums": root_sums})
 
 
 def downward(plan, values: Tensor, messages: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
@@ -168,15 +172,6 @@ def downward(plan, values: Tensor, messages: Tensor, transitions: Tensor, root_w
     flows in place, given its ``messages`` and ``root_scales`` [G, M] (the root flows over the root sums); adds
     the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H] (contiguous) when
     given."""
-    dtype = values.dtype
-    shape, strides = _shape_and_strides(values)
-    order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
-    function = getattr(load(), f"hmmlvd_downward_{PRECISIONS[dtype][1]}")
-    status = function(shape, values.data_ptr(), strides, _pointer(messages, dtype, "messages"),
-                      _pointer(transitions, dtype, "transitions"), _pointer(root_weights, dtype, "root_weights"),
-                      _pointer(root_scales, dtype, "root_scales"),
-                      _pointer(transition_counts, dtype, "transition_counts"),
-                      _pointer(root_counts, dtype, "root_counts"), order, parents, rows, plan.root,
-                      torch.get_num_threads())
-    if status != 0:
-        raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
+    _run("downward", plan, values, {"messages": messages, "transitions": transitions, "root_weights": root_weights,
+                                    "root_scales": root_scales, "transition_counts": transition_counts,
+                                    "root_counts": root_counts})
