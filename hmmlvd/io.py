@@ -26,6 +26,15 @@ TOKENIZER_FILE = "tokenizer.json"
 LEGACY_MODEL_TYPES = {"hmmlvd.hmm": "hmm", "hmmlvd.pc.circuit": "circuit"}
 
 
+
+CACHE_ENV = "HMMLVD_CACHE"
+
+
+def cache_folder(kind: str) -> Path:
+    """The package's cache folder for ``kind`` (``"embeddings"``, ``"kernels"``, ...): ``$HMMLVD_CACHE/kind``,
+    default ``~/.cache/hmmlvd/kind``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hmmlvd") / kind
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)

@@ -111,3 +111,11 @@ def test_configs_without_a_model_type_are_refused(tmp_path, content):
     (tmp_path / io.CONFIG_FILE).write_text(content)
     with pytest.raises(ValueError, match="model_type"):
         io.read_model_type(tmp_path)
+
+
+def test_cache_folder_follows_hmmlvd_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HMMLVD_CACHE", str(tmp_path))
+    assert io.cache_folder("kernels") == tmp_path / "kernels"
+    monkeypatch.delenv("HMMLVD_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert io.cache_folder("embeddings") == tmp_path / "home" / ".cache" / "hmmlvd" / "embeddings"

@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json, digest_tensors, load_tensors, save_tensors
+from ..io import atomic_write_json, cache_folder, digest_tensors, load_tensors, save_tensors
 
-CACHE_ENV = "HMMLVD_CACHE"
 FORMAT_VERSION = 1
 
 
@@ -64,7 +63,7 @@ class SampleSettings:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hmmlvd") / "lm_samples"
+    return cache_folder("lm_samples")
 
 
 class SampleCache:

@@ -20,15 +20,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_json, load_tensors, save_tensors
+from ..io import atomic_write_json, cache_folder, load_tensors, save_tensors
 from .text import suffix_texts
 
-CACHE_ENV = "HMMLVD_CACHE"
 FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hmmlvd") / "embeddings"
+    return cache_folder("embeddings")
 
 
 def stream_hash(stream: Tensor) -> str:

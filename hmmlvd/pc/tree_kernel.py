@@ -5,7 +5,7 @@ float32 and float64 passes when :func:`available` is true; the kernel fuses each
 normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches.
 
 The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and ``-O3
--march=native -fopenmp``, once per source, flags, compiler, CPU and machine, into ``$HMMLVD_CACHE`` (default
+-march=native -fopenmp``, once per source, flags, compiler, CPU and machine, into ``$HMMLVD_CACHE/kernels`` (default
 ``~/.cache/hmmlvd/kernels``); the library is written under a temporary name and renamed, so processes racing to
 build it are safe. ``HMMLVD_KERNELS=0`` turns the kernel off; without a compiler, or when the build fails (one
 warning), everything runs on the torch code.
@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..io import cache_folder
+
 SOURCE = Path(__file__).with_name("tree_kernel.c")
 COMPILE_FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC")
 PRECISIONS = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
@@ -36,9 +38,6 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
-def cache_dir() -> Path:
-    """Where built kernels are kept: ``$HMMLVD_CACHE`` or ``~/.cache/hmmlvd/kernels``."""
-    return Path(os.environ.get("HMMLVD_CACHE") or Path.home() / ".cache" / "hmmlvd" / "kernels")
 
 
 def find_compiler() -> str | None:
@@ -60,7 +59,7 @@ def library_path(compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(b"\0".join(part.encode() for part in (
         SOURCE.read_text(), " ".join(COMPILE_FLAGS), version, _cpu_flags(), platform.machine()))).hexdigest()
-    return cache_dir() / f"tree_kernel-{key[:20]}.so"
+    return cache_folder("kernels") / f"tree_kernel-{key[:20]}.so"
 
 
 def build(compiler: str, target: Path) -> None:

@@ -180,10 +180,10 @@ def test_patch_circuit_counts_match_torch(tied, monkeypatch):
 @pytest.fixture
 def fresh_kernel(tmp_path, monkeypatch):
     """The kernel module with an empty cache folder under ``tmp_path`` and nothing loaded yet."""
-    monkeypatch.setenv("HMMLVD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HMMLVD_CACHE", str(tmp_path / "cache"))                      # kernels go in cache/kernels
     monkeypatch.setattr(tree_kernel, "_library", None)
     monkeypatch.setattr(tree_kernel, "_tried", False)
-    return tmp_path / "cache"
+    return tmp_path / "cache" / "kernels"
 
 
 def test_build_is_cached(fresh_kernel, monkeypatch):

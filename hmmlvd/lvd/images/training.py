@@ -26,8 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...distributed import barrier, rank_and_world_size, sum_across_ranks
-from ...io import atomic_write_json, load_tensors, save_tensors
-from ..embeddings import default_cache_dir
+from ...io import atomic_write_json, cache_folder, load_tensors, save_tensors
 from .teacher import MAETeacher, TeacherConfig, TeacherHistory
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -36,7 +35,7 @@ FINAL_FOLDER = "teacher"
 
 def default_teacher_cache() -> Path:
     """``$HMMLVD_CACHE/teachers`` (default ``~/.cache/hmmlvd/teachers``)."""
-    return default_cache_dir().parent / "teachers"
+    return cache_folder("teachers")
 
 
 def images_hash(images: Tensor) -> str:
