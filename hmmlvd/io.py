@@ -24,9 +24,6 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 # model_type values written before one convention held, and what they are now
 LEGACY_MODEL_TYPES = {"hmmlvd.hmm": "hmm", "hmmlvd.pc.circuit": "circuit"}
-
-
-
 CACHE_ENV = "HMMLVD_CACHE"
 
 
@@ -34,6 +31,7 @@ def cache_folder(kind: str) -> Path:
     """The package's cache folder for ``kind`` (``"embeddings"``, ``"kernels"``, ...): ``$HMMLVD_CACHE/kind``,
     default ``~/.cache/hmmlvd/kind``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hmmlvd") / kind
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""

@@ -335,6 +335,15 @@ static void task_bounds(const Pass *p, const Grid *grid, int64_t t, int64_t *g0,
     *m1 = *m0 + grid->column_block < p->columns ? *m0 + grid->column_block : p->columns;
 }
 
+/* The calling thread's number in the current parallel region (0 without OpenMP). */
+static int thread_number(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* The upward pass: normalises the values in place, writes messages, sums and root_sums. Returns 0, or -1 when
  * scratch memory could not be allocated (nothing is written then). */
 int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *messages,
@@ -353,10 +362,7 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
     const UpwardTask task = upward_for(H);
 #pragma omp parallel num_threads(threads)
     {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
+        const int thread = thread_number();
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; ++t) {
             int64_t g0, g1, m0, m1;
@@ -393,10 +399,7 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     const DownwardTask task = downward_for(H);
 #pragma omp parallel num_threads(threads)
     {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
+        const int thread = thread_number();
         REAL *own = scratch + (int64_t)thread * (scratch_size + private_size);
         REAL *own_transitions = transition_counts, *own_root = root_counts;
         if (private_counts) {

@@ -38,8 +38,6 @@ _library: ctypes.CDLL | None = None
 _tried = False
 
 
-
-
 def find_compiler() -> str | None:
     """``$CC``, else ``cc`` or ``gcc`` on the PATH; None without one."""
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -118,11 +116,13 @@ def available() -> bool:
     return os.environ.get("HMMLVD_KERNELS", "1") != "0" and load() is not None
 
 
-def supports(values: Tensor) -> bool:
-    """Whether the kernel handles a pass over ``values`` [G, D, M, H]: CPU, float32 or float64, G ≥ 1 (one tree,
-    such as the latent tree, splits its columns over the threads), unit stride over H, and the kernel available."""
-    return (values.device.type == "cpu" and values.dtype in PRECISIONS and values.shape[0] >= 1
-            and values.stride(3) == 1 and available())
+def supports(values: Tensor, *parameters: Tensor) -> bool:
+    """Whether the kernel runs a pass over ``values`` [G, D, M, H] with ``parameters``: every tensor on the CPU in
+    ``values``' dtype (float32 or float64) and none recorded by autograd, unit stride over H, G ≥ 1 (one tree, such
+    as the latent tree, splits its columns over the threads), and the kernel available."""
+    tensors = (values, *parameters)
+    return (all(t.device.type == "cpu" and t.dtype == values.dtype and not t.requires_grad for t in tensors)
+            and values.dtype in PRECISIONS and values.shape[0] >= 1 and values.stride(3) == 1 and available())
 
 
 @lru_cache(maxsize=64)

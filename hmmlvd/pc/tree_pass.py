@@ -112,7 +112,7 @@ class TreePass:
     """
 
     values: Tensor                  # [G, D, M, H]
-    messages: list[Tensor]          # D-1 of [G, M, H]
+    messages: Tensor | list         # [D-1, G, M, H]; [] once the downward pass has used them
     root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
 
@@ -135,7 +135,7 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
     groups, num_nodes, columns, hidden = values.shape
     messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
     sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
-    if _use_kernel(values, transitions, root_weights):
+    if tree_kernel.supports(values, transitions, root_weights):
         root_sums = values.new_empty(groups, columns)
         tree_kernel.upward(plan, values, messages, sums, transitions.contiguous(), root_weights.contiguous(),
                            root_sums)
@@ -144,7 +144,7 @@ def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tens
     log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
     if log_scale is not None:
         log_likelihood += log_scale
-    return TreePass(values, list(messages), root_sums, log_likelihood)
+    return TreePass(values, messages, root_sums, log_likelihood)
 
 
 def _torch_upward(plan: TreePlan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor,
@@ -171,9 +171,9 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
     ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
     values = forward.values
     scales = root_flows / forward.root_sums                                             # [G, M]
-    if _use_kernel(values, transitions, root_weights):
+    if tree_kernel.supports(values, transitions, root_weights):
         own = [_accumulator(counts, values) for counts in (transition_counts, root_counts)]
-        tree_kernel.downward(plan, values, _stacked(forward.messages, values), transitions.contiguous(),
+        tree_kernel.downward(plan, values, forward.messages, transitions.contiguous(),
                              root_weights.contiguous(), scales.to(values.dtype).contiguous(), *own)
         for counts, accumulated in zip((transition_counts, root_counts), own):
             if counts is not None and accumulated is not counts:
@@ -195,7 +195,7 @@ def _torch_downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root
     top.mul_(root_weights[:, None, :]).mul_(scales[..., None])
     if root_counts is not None:
         root_counts += top.sum(1)
-    for node, message in zip(reversed(plan.order), reversed(forward.messages)):
+    for node, message in zip(reversed(plan.order), forward.messages.unbind(0)[::-1]):      # views, no copy
         ratio = torch.div(values[:, plan.parents[node]], message, out=message)          # [G, M, Hp]
         below = values[:, node]                                                         # [G, M, Hc]
         weights = transitions[:, plan.rows[node]]
@@ -204,35 +204,11 @@ def _torch_downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root
         below.mul_(torch.bmm(ratio, weights, out=back))
 
 
-def _use_kernel(values: Tensor, transitions: Tensor, root_weights: Tensor) -> bool:
-    """Whether a pass over ``values`` [G, D, M, H] runs on the C kernel (see :func:`.tree_kernel.supports`): the
-    parameters on the same device in the same dtype, and no tensor that autograd records."""
-    tensors = (values, transitions, root_weights)
-    return (transitions.dtype == root_weights.dtype == values.dtype and transitions.device == values.device
-            and root_weights.device == values.device and not any(t.requires_grad for t in tensors)
-            and tree_kernel.supports(values))
-
-
 def _accumulator(counts: Tensor | None, values: Tensor) -> Tensor | None:
     """``counts`` itself where the kernel can add into it (contiguous, ``values``' dtype), else zeros like it."""
     if counts is None or (counts.is_contiguous() and counts.dtype == values.dtype and counts.device == values.device):
         return counts
     return torch.zeros(counts.shape, dtype=values.dtype, device=values.device)
-
-
-def _stacked(messages: list[Tensor], values: Tensor) -> Tensor:
-    """The upward pass's messages (``D-1`` of [G, M, H]) as one contiguous [D-1, G, M, H] tensor: a view of their
-    buffer when they lie in it one after the other (as :func:`upward` leaves them), else a copy."""
-    groups, num_nodes, columns, hidden = values.shape
-    shape = (groups, columns, hidden)
-    if not messages:
-        return values.new_empty(0, *shape)
-    first, size = messages[0], math.prod(shape)
-    if all(message.shape == shape and message.dtype == values.dtype and message.is_contiguous()
-           and message.data_ptr() == first.data_ptr() + j * size * first.element_size()
-           for j, message in enumerate(messages)):
-        return first.as_strided((len(messages), *shape), (size, *first.stride()))
-    return torch.stack(messages).to(values.dtype)
 
 
 def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:

@@ -54,7 +54,7 @@ def run_passes(parents, leaf, transitions, root, root_flows, counts, kernel_up, 
         if not kernel_up:
             patch.setattr(tree_kernel, "available", lambda: False)
         passed = upward(plan, buffer.permute(2, 0, 1, 3), transitions, root)
-    after_up = (passed.values.clone(), torch.stack(passed.messages).clone())
+    after_up = (passed.values.clone(), passed.messages.clone())
     transition_counts = torch.full_like(transitions, 0.5) if counts else None
     root_counts = torch.full_like(root, 0.25) if counts else None
     with monkeypatch.context() as patch:
