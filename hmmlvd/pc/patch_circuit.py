@@ -20,12 +20,12 @@ from torch import Tensor
 from ..em import NORMALIZATION_TOLERANCE, ParameterGroup, check_distributions
 from ..io import CONFIG_FILE, WEIGHTS_FILE, load_tensors, read_config, save_tensors, write_config
 from .patch_config import PatchCircuitConfig
-from .tree_pass import TreePass, Workspace, downward, empty, plan_tree, upward
+from .tree_pass import Leaves, TreePass, Workspace, downward, plan_tree, upward
 
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
 FOLDER_TYPES = (MODEL_TYPE, "patch_image_model")     # folders whose config.json holds a patch circuit's fields
-CHUNK_ELEMENTS = 1 << 22        # one tree node's slab (a D-th of a buffer, 1 MiB) fits a core's L2 cache
+CHUNK_ELEMENTS = 1 << 24        # values per buffer of a chunk (64 MiB in float32): few latent passes per batch
 
 
 def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
@@ -37,9 +37,10 @@ def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Gen
 class PatchCircuit:
     """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
 
-    Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory; the
-    default (:data:`CHUNK_ELEMENTS`, 2^22) keeps one tree node's slab in a core's L2 cache, measured faster than
-    2^24 on the 2-core CPU (bench/RESULTS.md).
+    Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory (two
+    buffers of that size live at once: values and messages). The passes work through each tree's rows in cache-sized
+    blocks whatever the chunk, so the default (:data:`CHUNK_ELEMENTS`, 2^24) is chosen large to run the latent pass
+    over many examples at once (bench/RESULTS.md).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
@@ -57,7 +58,6 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
-        self._tied_table: tuple[Tensor, int, Tensor] | None = None    # (emissions, their version, [D·K, k·H] table)
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -78,17 +78,13 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
-            table_counts = self.emission_table_counts() if self.config.tied else None
             workspace = Workspace()
             for part in self.chunks(len(x), self.grouped_size):
-                passed, rows, missing = self.patch_forward(x[part], workspace)
+                passed = self.patch_forward(x[part], workspace)
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self.latent_backward(latent, counts)
-                self.patch_backward(passed, rows, missing, self.from_clusters(posterior), counts, table_counts,
-                                    workspace)
+                self.patch_backward(passed, self.from_clusters(posterior), counts, workspace)
                 results.append(latent[0].log_likelihood[0])
-            if table_counts is not None:
-                self.fold_emission_counts(table_counts, counts)
         return torch.cat(results)
 
     def log_likelihood(self, batch: Tensor) -> Tensor:
@@ -107,7 +103,7 @@ class PatchCircuit:
         x, results, workspace = self.check_patches(batch), [], Workspace()
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
-                passed, _, _ = self.patch_forward(x[part], workspace)
+                passed = self.patch_forward(x[part], workspace)
                 results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
@@ -176,29 +172,12 @@ class PatchCircuit:
         return 1 if self.config.tied else self.config.num_patches
 
     def patch_tables(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Root [G, H], transitions [G, D-1, H, H] and emission rows [G·D·K, H] of the G = stacks·k sub-circuits."""
-        hidden = self.config.hidden_size
-        groups = self.num_sub_circuits
+        """Root [G, H], transitions [G, D-1, H, H] and emissions [G, D, K, H] of the G = stacks·k sub-circuits."""
+        config = self.config
+        groups, hidden, values = self.num_sub_circuits, config.hidden_size, config.values_per_patch
         return (self._params["patch_root"].view(groups, hidden),
-                self._params["patch_transitions"].view(groups, self.config.values_per_patch - 1, hidden, hidden),
-                self._params["patch_emissions"].view(-1, hidden))
-
-    def emission_rows(self, rows: Tensor, out: Tensor | None = None) -> Tensor:
-        """The emission rows ``rows`` (written into ``out`` when given), probabilities clamped at ``tiny`` (see
-        :func:`.tree_pass.upward`). Untied: rows of :meth:`patch_tables`' [G·D·K, H] table, [len(rows), H].
-        Tied: rows ``v·K + x`` of the table [D·K, k·H] holding every cluster's emissions of
-        value x at position v side by side (so a gather and a count scatter move k·H contiguous numbers per
-        value); it is laid out once and kept while the emissions are neither replaced nor changed in place."""
-        emissions = self._params["patch_emissions"]
-        if not self.config.tied:
-            table = emissions.view(-1, self.config.hidden_size)
-            return torch.index_select(table, 0, rows, out=out).clamp_min_(self._tiny)
-        cached = self._tied_table
-        if cached is None or cached[0] is not emissions or cached[1] != emissions._version:
-            table = emissions[0].permute(1, 2, 0, 3).reshape(-1, emissions.shape[1] * emissions.shape[-1])
-            table = table.clamp_min(self._tiny)
-            cached = self._tied_table = (emissions, emissions._version, table)
-        return torch.index_select(cached[2], 0, rows, out=out)
+                self._params["patch_transitions"].view(groups, values - 1, hidden, hidden),
+                self._params["patch_emissions"].view(groups, values, config.num_categories, hidden))
 
     def to_clusters(self, per_group: Tensor, batch_size: int) -> Tensor:
         """[G, M] values of every sub-circuit and column -> [B, P, k]."""
@@ -214,79 +193,33 @@ class PatchCircuit:
             return values.permute(2, 1, 0).reshape(clusters, patches * batch_size)
         return values.permute(1, 2, 0).reshape(patches * clusters, batch_size)
 
-    def node_major(self, values: Tensor) -> Tensor:
-        """The pass values [G, D, M, H] of :meth:`patch_forward` as their buffer [D, M, S, k·H] (no copy)."""
-        config = self.config
-        return values.permute(1, 2, 0, 3).view(config.values_per_patch, values.shape[2], self._stacks(), -1)
-
     def patch_columns(self, x: Tensor) -> Tensor:
-        """Patches ``x`` [B, P, D] as the sub-circuits' columns [D, M, S]: tied, M = P·B columns (i·B + b) of one
-        stack; untied, M = B columns of P stacks."""
-        if self.config.tied:
-            return x.permute(2, 1, 0).reshape(x.shape[2], -1, 1)
-        return x.permute(2, 0, 1)
+        """Patches ``x`` [B, P, D] (or any [B, P, D, ...] table) as the sub-circuits' columns [S, D, M, ...]: tied,
+        one stack of M = P·B columns (column i·B + b); untied, P stacks of M = B columns (stack i: patch i)."""
+        columns = x.transpose(0, 2).reshape(x.shape[2], self._stacks(), -1, *x.shape[3:]).transpose(0, 1)
+        return columns.contiguous()
 
-    def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> tuple[TreePass, Tensor, Tensor | None]:
-        """Every sub-circuit on every column (see :meth:`patch_columns`). The pass's values [G, D, M, H] are a view
-        of a node-major buffer [D, M, G, H] (see :meth:`node_major`), the layout in which the emission rows
-        (:meth:`emission_rows`) are gathered and their counts scattered, so neither is copied. Returns the pass,
-        the emission rows of the leaves and the mask of missing values ([D, M, S]; None when none is). With a
-        ``workspace`` the pass lives in its buffers (valid until the next pass given the same workspace)."""
-        config = self.config
-        values, hidden, clusters = config.values_per_patch, config.hidden_size, config.num_clusters
+    def patch_leaves(self, x: Tensor) -> Leaves:
+        """The leaves of every sub-circuit on every column of patches ``x`` [B, P, D]: its emission rows (sub-circuit
+        g of stack g // k reads the columns of that stack, :meth:`patch_columns`)."""
+        return Leaves(self.patch_tables()[2], self.patch_columns(x))
+
+    def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> TreePass:
+        """The upward pass of every sub-circuit on every column of patches ``x`` [B, P, D] (:meth:`patch_leaves`):
+        values [G, D, M, H], contiguous, so a tree's rows of one node are consecutive. With a ``workspace`` the pass
+        lives in its buffers (valid until the next pass given the same workspace)."""
         root, transitions, _ = self.patch_tables()
-        columns = self.patch_columns(x)                                                    # [D, M, S]
-        width, stacks = columns.shape[1], columns.shape[2]
-        missing = columns < 0
-        missing = missing if bool(missing.any()) else None
-        position = torch.arange(values, device=self.device).view(values, 1, 1)
-        if config.tied:
-            base = position                                                                # row v·K + x
-        else:                                                                              # row ((i·k + c)·D + v)·K + x
-            group = torch.arange(self.num_sub_circuits, device=self.device).view(1, 1, stacks, clusters)
-            base, columns = group * values + position[..., None], columns[..., None]
-        rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
-        buffer = empty(workspace, "values", (values, width, self.num_sub_circuits, hidden), root)
-        self.emission_rows(rows, buffer.view(len(rows), -1))
-        if missing is not None:
-            buffer.view(values, width, stacks, -1).masked_fill_(missing[..., None], 1.0)
-        passed = upward(self.value_plan, buffer.permute(2, 0, 1, 3), transitions, root, workspace=workspace)
-        return passed, rows, missing
+        return upward(self.value_plan, self.patch_leaves(x), transitions, root, workspace=workspace)
 
-    def patch_backward(self, passed: TreePass, rows: Tensor, missing: Tensor | None, root_flows: Tensor,
-                       counts: dict[str, Tensor], table_counts: Tensor | None = None,
+    def patch_backward(self, passed: TreePass, root_flows: Tensor, counts: dict[str, Tensor],
                        workspace: Workspace | None = None) -> None:
         """Adds the patch models' counts given the flows ``root_flows`` [G, M] into their roots (the posterior of
-        each sub-circuit): a tied circuit's emission counts go into ``table_counts`` (:meth:`emission_table_counts`,
-        folded into ``counts`` by :meth:`fold_emission_counts`) when given, else straight into ``counts``."""
-        root, transitions, _ = self.patch_tables()
-        flows = downward(self.value_plan, passed, transitions, root, root_flows,
-                         transition_counts=counts["patch_transitions"].view(transitions.shape),
-                         root_counts=counts["patch_root"].view(root.shape), workspace=workspace)
-        by_value = self.node_major(flows)                                                   # [D, M, S, k·H]
-        if missing is not None:
-            by_value.masked_fill_(missing[..., None], 0.0)
-        if not self.config.tied:
-            hidden = self.config.hidden_size
-            counts["patch_emissions"].view(-1, hidden).index_add_(0, rows, by_value.view(-1, hidden))
-            return
-        own = table_counts is None
-        table_counts = self.emission_table_counts() if own else table_counts
-        table_counts.index_add_(0, rows, by_value.view(len(rows), -1))
-        if own:
-            self.fold_emission_counts(table_counts, counts)
-
-    def emission_table_counts(self) -> Tensor:
-        """Zero counts laid out as the tied emission table of :meth:`emission_rows`, [D·K, k·H]."""
-        config = self.config
-        return torch.zeros(config.values_per_patch * config.num_categories, config.num_clusters * config.hidden_size,
-                           dtype=self.dtype, device=self.device)
-
-    def fold_emission_counts(self, table_counts: Tensor, counts: dict[str, Tensor]) -> None:
-        """Add ``table_counts`` [D·K, k·H] (tied) into ``counts["patch_emissions"]`` [1, k, D, K, H]."""
-        config = self.config
-        counts["patch_emissions"][0] += table_counts.view(config.values_per_patch, config.num_categories,
-                                                          config.num_clusters, config.hidden_size).permute(2, 0, 1, 3)
+        each sub-circuit)."""
+        root, transitions, emissions = self.patch_tables()
+        downward(self.value_plan, passed, transitions, root, root_flows,
+                 transition_counts=counts["patch_transitions"].view(transitions.shape),
+                 root_counts=counts["patch_root"].view(root.shape),
+                 leaf_counts=counts["patch_emissions"].view(emissions.shape), workspace=workspace)
 
     def latent_forward(self, cluster_ll: Tensor) -> tuple[TreePass, Tensor, Tensor]:
         """The HCLT over the latents, its leaf for Z_i being the mixture over clusters of the patch likelihoods."""

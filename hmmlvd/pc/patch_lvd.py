@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..em import History, ParameterGroup, fit, normalize
 from .patch_circuit import PatchCircuit
-from .tree_pass import TreePass, downward, upward
+from .tree_pass import Leaves, TreePass, downward, upward
 
 LATENT_GROUPS = ("latent_root", "latent_transitions", "latent_emissions")
 
@@ -31,8 +31,6 @@ class AssignedPass(NamedTuple):
     column_block: Tensor                      # [C] where every column sits: block ...
     column_slot: Tensor                       # [C] ... and slot
     block_group: Tensor
-    rows: Tensor
-    observed: Tensor                          # [nb, D, W]
     transitions: Tensor                       # [nb, D-1, H, H]
     root: Tensor                              # [nb, H]
     used: Tensor
@@ -70,7 +68,7 @@ def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPas
     belonging to one sub-circuit, so the pass is one batched tree pass over at most 2·G blocks whatever the
     cluster sizes, with each sub-circuit's parameters gathered once per block rather than once per column."""
     config, device = circuit.config, circuit.device
-    values, hidden = config.values_per_patch, config.hidden_size
+    values = config.values_per_patch
     groups = circuit.sub_circuits(z).reshape(-1)                                                    # [C]
     flat = x.reshape(-1, values)                                                                      # [C, D]
     num_groups = circuit.num_sub_circuits
@@ -85,33 +83,26 @@ def assigned_forward(circuit: PatchCircuit, x: Tensor, z: Tensor) -> AssignedPas
     slot = rank % width
     columns = torch.full((len(block_group), width, values), -1, dtype=flat.dtype, device=device)
     columns[block, slot] = flat[order]
-    columns = columns.transpose(1, 2)                                                                 # [nb, D, W]
+    columns = columns.transpose(1, 2).contiguous()                                                    # [nb, D, W]
     root, transitions, emissions = circuit.patch_tables()
-    base = (block_group[:, None] * values + torch.arange(values, device=device))[..., None]           # [nb, D, 1]
-    rows = (base * config.num_categories + columns.clamp_min(0)).reshape(-1)
-    observed = columns >= 0
-    leaf = emissions.index_select(0, rows).clamp_min_(torch.finfo(circuit.dtype).tiny).view(*columns.shape, hidden)
-    leaf.masked_fill_(~observed[..., None], 1.0)
     transitions, root = transitions.index_select(0, block_group), root.index_select(0, block_group)
-    passed = upward(circuit.value_plan, leaf, transitions, root)
+    passed = upward(circuit.value_plan, Leaves(emissions, columns, block_group), transitions, root)
     column_block, column_slot = torch.empty_like(block), torch.empty_like(slot)
     column_block[order], column_slot[order] = block, slot
     used = torch.zeros(len(block_group), width, dtype=passed.log_likelihood.dtype, device=device)
     used[block, slot] = 1.0
     return AssignedPass(passed, passed.log_likelihood[column_block, column_slot], groups, column_block,
-                        column_slot, block_group, rows, observed, transitions, root, used)
+                        column_slot, block_group, transitions, root, used)
 
 
 def _assigned_backward(circuit: PatchCircuit, patches: AssignedPass, counts: dict[str, Tensor]) -> None:
     transition_counts, root_counts = torch.zeros_like(patches.transitions), torch.zeros_like(patches.root)
-    flows = downward(circuit.value_plan, patches.passed, patches.transitions, patches.root, patches.used,
-                     transition_counts=transition_counts, root_counts=root_counts)
-    own_root, own_transitions, _ = circuit.patch_tables()
-    hidden = circuit.config.hidden_size
+    own_root, own_transitions, own_emissions = circuit.patch_tables()
+    downward(circuit.value_plan, patches.passed, patches.transitions, patches.root, patches.used,
+             transition_counts=transition_counts, root_counts=root_counts,
+             leaf_counts=counts["patch_emissions"].view(own_emissions.shape))
     counts["patch_transitions"].view(own_transitions.shape).index_add_(0, patches.block_group, transition_counts)
     counts["patch_root"].view(own_root.shape).index_add_(0, patches.block_group, root_counts)
-    flows = flows.masked_fill_(~patches.observed[..., None], 0.0)
-    counts["patch_emissions"].view(-1, hidden).index_add_(0, patches.rows, flows.view(-1, hidden))
 
 
 def _observed_latent_forward(circuit: PatchCircuit, z: Tensor) -> TreePass:

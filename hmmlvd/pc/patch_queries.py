@@ -2,7 +2,7 @@
 unconditional and conditional sampling (inpainting) of patches [B, P, D], conditional marginals [B, P, D, K] and
 the max-product (MPE) completion.
 
-The patch trees' columns follow :meth:`PatchCircuit.patch_forward`: ``S`` stacks (1 when tied, else P) of ``k``
+The patch trees' columns follow :meth:`PatchCircuit.patch_columns`: ``S`` stacks (1 when tied, else P) of ``k``
 sub-circuits each (G = S·k), ``M`` columns per sub-circuit (P·B when tied, column ``i·B + b``; B otherwise), so a
 per-column table ``[S, D, M]`` reads ``[D, P, B]`` once its first two dimensions are swapped."""
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _sample_chunk(circuit: PatchCircuit, chunk: Tensor, generator: torch.Generat
     states given Z_i and the observed values, then the missing values given their states."""
     config, tables = circuit.config, circuit.parameters
     tiny = torch.finfo(circuit.dtype).tiny
-    cluster_ll = circuit.to_clusters(circuit.patch_forward(chunk)[0].log_likelihood, len(chunk))
+    cluster_ll = circuit.to_clusters(circuit.patch_forward(chunk).log_likelihood, len(chunk))
     latent = circuit.latent_forward(cluster_ll)
     hidden = sample_states(circuit.latent_plan, latent[0], tables["latent_transitions"], tables["latent_root"],
                            generator)[0]                                                       # [P, B]
@@ -58,14 +58,8 @@ def _sample_chunk(circuit: PatchCircuit, chunk: Tensor, generator: torch.Generat
     return values.view_as(chunk)
 
 
-def _to_columns(circuit: PatchCircuit, x: Tensor) -> Tensor:
-    """Patches [B, P, D] (or any [B, P, D] table) -> the sub-circuits' columns [S, D, M]."""
-    stacks = 1 if circuit.config.tied else circuit.config.num_patches
-    return x.transpose(0, 2).reshape(x.shape[2], stacks, -1).transpose(0, 1)
-
-
 def _to_patches(circuit: PatchCircuit, columns: Tensor, batch_size: int) -> Tensor:
-    """[S, D, M, ...] -> [B, P, D, ...] (the inverse of :func:`_to_columns`)."""
+    """[S, D, M, ...] -> [B, P, D, ...] (the inverse of :meth:`PatchCircuit.patch_columns`)."""
     per_patch = columns.transpose(0, 1).reshape(columns.shape[1], circuit.config.num_patches, batch_size,
                                                 *columns.shape[3:])
     return per_patch.transpose(0, 2)
@@ -88,8 +82,8 @@ def _marginals_chunk(circuit: PatchCircuit, chunk: Tensor) -> Tensor:
     config, tables = circuit.config, circuit.parameters
     clusters, values, hidden = config.num_clusters, config.values_per_patch, config.hidden_size
     one_hot = torch.nn.functional.one_hot(chunk.clamp_min(0), config.num_categories).to(circuit.dtype)
-    passed, _, missing = circuit.patch_forward(chunk)
-    if missing is None:
+    passed = circuit.patch_forward(chunk)
+    if passed.leaves.missing() is None:
         return one_hot
     latent = circuit.latent_forward(circuit.to_clusters(passed.log_likelihood, len(chunk)))
     scratch = {name: torch.zeros_like(tables[name]) for name in ("latent_root", "latent_transitions",
@@ -98,11 +92,11 @@ def _marginals_chunk(circuit: PatchCircuit, chunk: Tensor) -> Tensor:
     root, transitions, _ = circuit.patch_tables()
     flows = downward(circuit.value_plan, passed, transitions, root, circuit.from_clusters(posterior))
     stacks = len(root) // clusters
-    by_value = circuit.node_major(flows)                                                      # [D, M, S, k·H]
+    by_stack = flows.view(stacks, clusters, values, -1, hidden)                               # [S, k, D, M, H]
     emissions = tables["patch_emissions"]                                                     # [S, k, D, K, H]
     per_position = []
     for j in range(values):
-        mass = by_value[j].transpose(0, 1)                                                    # [S, M, k·H]
+        mass = by_stack[:, :, j].transpose(1, 2).reshape(stacks, -1, clusters * hidden)      # [S, M, k·H]
         table = emissions[:, :, j].transpose(2, 3).reshape(stacks, clusters * hidden, -1)    # [S, k·H, K]
         per_position.append(torch.bmm(mass, table))
     marginals = _to_patches(circuit, torch.stack(per_position, 1), len(chunk))                 # [B, P, D, K]
@@ -129,13 +123,13 @@ def _mpe_chunk(circuit: PatchCircuit, chunk: Tensor) -> tuple[Tensor, Tensor]:
     config, tables = circuit.config, circuit.parameters
     clusters, values, hidden = config.num_clusters, config.values_per_patch, config.hidden_size
     tiny = torch.finfo(circuit.dtype).tiny
-    columns = _to_columns(circuit, chunk)                                                      # [S, D, M]
+    leaves = circuit.patch_leaves(chunk)
+    columns = leaves.index                                                                     # [S, D, M]
     stacks, width = columns.shape[0], columns.shape[2]
     best_emission, best_value = tables["patch_emissions"].max(3)                               # [S, k, D, H]
-    base = torch.arange(stacks * clusters * values, device=circuit.device).view(stacks, clusters, values, 1)
-    rows = (base * config.num_categories + columns[:, None].clamp_min(0)).reshape(-1)
-    root, transitions, emission_rows = circuit.patch_tables()
-    leaf = emission_rows.index_select(0, rows).clamp_min_(tiny).log_().view(stacks, clusters, values, width, hidden)
+    root, transitions, _ = circuit.patch_tables()
+    leaf = leaves.gather(root.new_empty(len(root), values, width, hidden)).log_()
+    leaf = leaf.view(stacks, clusters, values, width, hidden)
     missing = (columns < 0)[:, None, :, :, None]
     leaf = torch.where(missing, best_emission.clamp_min(tiny).log()[:, :, :, None], leaf)
     patch_values, patch_best = max_upward(circuit.value_plan, leaf.view(-1, values, width, hidden), transitions, root)

@@ -14,6 +14,12 @@
  *     transition_counts [G, D-1, H, H] and root_counts [G, H] (accumulated into; either may be NULL).
  * The math is exactly that of the torch passes: see tree_pass.py.
  *
+ * Leaves may be given as rows of a table (tree_pass.Leaves): leaf_table [T, D, K, H], leaf_index [S, D, M] (int64,
+ * -1 for a missing value, whose leaf is 1) and leaf_trees [G] (the table entry of every tree; NULL: tree g reads
+ * entry g); tree g reads the index of stack g / (G / S). The upward pass then gathers each task's leaves itself
+ * (clamped at the smallest normal number), and the downward pass adds every observed leaf's flow into leaf_counts
+ * [T, D, K, H] (only with leaf_trees NULL, so that a tree owns its table entry) while the flow is in cache.
+ *
  * Work is cut into tasks of (a block of trees, a block of columns). A block of trees spans at least one cache line
  * of H-rows (so small H does not waste the lines of the node-major layout) and a block of columns keeps the D rows
  * of every column of the block in L2 while the node loop runs over them. With enough blocks of trees, each thread
@@ -49,6 +55,9 @@
 #ifndef TASKS_PER_THREAD
 #define TASKS_PER_THREAD 4              /* fewer blocks of trees than this per thread: split the columns too */
 #endif
+#ifndef SPLIT_COLUMNS
+#define SPLIT_COLUMNS 32                /* the fewest columns per block when columns are split over threads */
+#endif
 #ifndef TILE
 #define TILE 4                          /* columns whose H x H products run side by side */
 #endif
@@ -68,6 +77,10 @@ typedef struct {
     const REAL *root_scales;
     const int64_t *order, *parents, *rows;
     int64_t root;
+    const REAL *leaf_table;        /* leaves as table rows (NULL: the values hold the leaves) */
+    const int64_t *leaf_index, *leaf_trees;
+    int64_t categories, stacks;
+    REAL *leaf_counts;
 } Pass;
 
 /* How the (trees, columns) grid is cut into tasks. */
@@ -89,6 +102,7 @@ static Grid make_grid(const Pass *p, int threads) {
     if (grid.split) {                                     /* enough tasks for every thread */
         int64_t wanted = ((int64_t)TASKS_PER_THREAD * threads + grid.group_blocks - 1) / grid.group_blocks;
         int64_t even = (p->columns + wanted - 1) / wanted;
+        even = even < SPLIT_COLUMNS ? SPLIT_COLUMNS : even;     /* few columns: not worth private counts */
         columns = even < columns ? even : columns;
         columns = columns < 1 ? 1 : columns;
     }
@@ -97,18 +111,59 @@ static Grid make_grid(const Pass *p, int threads) {
     return grid;
 }
 
+/* ---------------------------------------------------------------- leaves as table rows */
+
+/* The table rows of node v of tree g ([K, H]) and the index of its columns ([M]). */
+INLINE const int64_t *leaf_columns(const Pass *p, int64_t g, int64_t v) {
+    const int64_t stack = g / (p->groups / p->stacks);
+    return p->leaf_index + (stack * p->nodes + v) * p->columns;
+}
+
+INLINE int64_t leaf_entry(const Pass *p, int64_t g, int64_t v) {
+    const int64_t tree = p->leaf_trees ? p->leaf_trees[g] : g;
+    return (tree * p->nodes + v) * p->categories;
+}
+
+/* Write the leaves of trees [g0, g1), columns [m0, m1) into the values: table rows clamped at TINY, 1 if missing. */
+INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, int64_t H) {
+    for (int64_t g = g0; g < g1; ++g)
+        for (int64_t v = 0; v < p->nodes; ++v) {
+            const int64_t *index = leaf_columns(p, g, v);
+            const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
+            REAL *row = p->values + g * p->stride_group + v * p->stride_node;
+            for (int64_t m = m0; m < m1; ++m) {
+                REAL *restrict x = row + m * p->stride_column;
+                if (index[m] < 0) {
+                    for (int64_t h = 0; h < H; ++h) x[h] = 1;
+                } else {
+                    const REAL *restrict t = table + index[m] * H;
+#pragma omp simd
+                    for (int64_t h = 0; h < H; ++h) x[h] = t[h] < TINY ? TINY : t[h];
+                }
+            }
+        }
+}
+
+/* Add the flows of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed values. */
+INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int64_t m1, REAL *counts, int64_t H) {
+    const int64_t *index = leaf_columns(p, g, v);
+    REAL *table = counts + leaf_entry(p, g, v) * H;
+    const REAL *row = p->values + g * p->stride_group + v * p->stride_node;
+    for (int64_t m = m0; m < m1; ++m)
+        if (index[m] >= 0) {
+            REAL *restrict c = table + index[m] * H;
+            const REAL *restrict x = row + m * p->stride_column;
+#pragma omp simd
+            for (int64_t h = 0; h < H; ++h) c[h] += x[h];
+        }
+}
+
 /* ---------------------------------------------------------------- upward */
 
-/* The sum of the H-row x: for H a power of two up to 32, by halving (log2 H vector additions), else in order. */
+/* The sum of the H-row x (a vector reduction). */
 INLINE REAL row_sum(const REAL *restrict x, int64_t H) {
-    if (H <= 32 && (H & (H - 1)) == 0) {
-        REAL part[32];
-        for (int64_t h = 0; h < H; ++h) part[h] = x[h];
-        for (int64_t width = H / 2; width >= 1; width /= 2)
-            for (int64_t k = 0; k < width; ++k) part[k] += part[k + width];
-        return part[0];
-    }
     REAL sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int64_t h = 0; h < H; ++h) sum += x[h];
     return sum;
 }
@@ -139,18 +194,24 @@ INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *res
 
 /* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
  * tree: normalise the node's rows x (their sums into sums[0..T)), write the messages y = w x (wt: w transposed)
- * and multiply them into the parent's rows z. The T products run side by side in out (T*H scratch): T independent
- * accumulators sharing each row of wt. */
+ * and multiply them into the parent's rows z. The products w x run on the rows before they are normalised and
+ * are scaled after (so they need not wait for the sums), T side by side in out (T*H scratch). */
 INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
                            REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
-    for (int64_t t = 0; t < T; ++t) sums[t] = normalize(x + t * stride, H);
     row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
-    for (int64_t t = 0; t < T; ++t)
+    for (int64_t t = 0; t < T; ++t) {
+        REAL *restrict row = x + t * stride;
+        REAL sum = row_sum(row, H);
+        sum = sum < TINY ? TINY : sum;
+        sums[t] = sum;
+        const REAL scale = 1 / sum;
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {
-            y[t * H + a] = out[t * H + a];
-            z[t * stride + a] *= out[t * H + a];
+            row[a] *= scale;
+            y[t * H + a] = out[t * H + a] * scale;
+            z[t * stride + a] *= y[t * H + a];
         }
+    }
 }
 
 /* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch holds H*H + TILE*H numbers. */
@@ -158,6 +219,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
                         int64_t H) {
     const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
     REAL *restrict wt = scratch, *restrict out = scratch + H * H;
+    if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
         for (int64_t g = g0; g < g1; ++g) {
@@ -240,10 +302,11 @@ INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const 
         for (int64_t c = 0; c < H; ++c) x[t * stride + c] *= back[t * H + c];
 }
 
-/* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts and
- * root_counts (either may be NULL); scratch holds H*H + 2*TILE*H numbers. */
+/* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts,
+ * root_counts and leaf_counts (any may be NULL); scratch holds H*H + 2*TILE*H numbers. */
 INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
-                          REAL *transition_counts, REAL *root_counts, REAL *restrict scratch, int64_t H) {
+                          REAL *transition_counts, REAL *root_counts, REAL *leaf_counts, REAL *restrict scratch,
+                          int64_t H) {
     const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
     REAL *restrict outer = scratch;                   /* Σ_m ratio[m] ⊗ below[m], [H_parent, H_child] */
     REAL *restrict ratio = scratch + H * H;
@@ -262,6 +325,7 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
         if (root_counts)
             for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
+        if (leaf_counts) scatter_leaves(p, g, p->root, m0, m1, leaf_counts, H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
     for (int64_t j = D - 2; j >= 0; --j) {
@@ -285,14 +349,16 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
 #pragma omp simd
                 for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
             }
+            if (leaf_counts) scatter_leaves(p, g, node, m0, m1, leaf_counts, H);
         }
     }
 }
 
 #define DOWNWARD_TASK(suffix, H)                                                                               \
     static void downward_task_##suffix(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,          \
-                                       REAL *transition_counts, REAL *root_counts, REAL *scratch) {            \
-        downward_task(p, g0, g1, m0, m1, transition_counts, root_counts, scratch, H);                          \
+                                       REAL *transition_counts, REAL *root_counts, REAL *leaf_counts,          \
+                                       REAL *scratch) {                                                        \
+        downward_task(p, g0, g1, m0, m1, transition_counts, root_counts, leaf_counts, scratch, H);             \
     }
 DOWNWARD_TASK(4, 4)
 DOWNWARD_TASK(8, 8)
@@ -300,7 +366,7 @@ DOWNWARD_TASK(16, 16)
 DOWNWARD_TASK(32, 32)
 DOWNWARD_TASK(any, p->hidden)
 
-typedef void (*DownwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, REAL *);
+typedef void (*DownwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, REAL *, REAL *);
 
 static DownwardTask downward_for(int64_t hidden) {
     switch (hidden) {
@@ -314,13 +380,16 @@ static DownwardTask downward_for(int64_t hidden) {
 
 /* ---------------------------------------------------------------- entry points */
 
-static Pass make_pass(const int64_t *shape, REAL *values, const int64_t *strides, const int64_t *order,
+static Pass make_pass(const int64_t *shape, REAL *values, const int64_t *strides, const int64_t *leaf_index,
+                      const int64_t *leaf_trees, const int64_t *leaf_shape, const int64_t *order,
                       const int64_t *parents, const int64_t *rows, int64_t root) {
     Pass p;
     memset(&p, 0, sizeof p);
     p.groups = shape[0], p.nodes = shape[1], p.columns = shape[2], p.hidden = shape[3];
     p.stride_group = strides[0], p.stride_node = strides[1], p.stride_column = strides[2];
     p.values = values;
+    p.leaf_index = leaf_index, p.leaf_trees = leaf_trees;
+    p.categories = leaf_shape[0], p.stacks = leaf_shape[1] > 0 ? leaf_shape[1] : 1;
     p.order = order, p.parents = parents, p.rows = rows, p.root = root;
     return p;
 }
@@ -344,15 +413,17 @@ static int thread_number(void) {
 #endif
 }
 
-/* The upward pass: normalises the values in place, writes messages, sums and root_sums. Returns 0, or -1 when
- * scratch memory could not be allocated (nothing is written then). */
+/* The upward pass: normalises the values in place, writes messages, sums and root_sums. With leaf_table (else
+ * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). Returns 0, or
+ * -1 when scratch memory could not be allocated (nothing is written then). */
 int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *messages,
                         REAL *sums, const REAL *transitions, const REAL *root_weights, REAL *root_sums,
-                        const int64_t *order, const int64_t *parents, const int64_t *rows, int64_t root,
-                        int num_threads) {
-    Pass p = make_pass(shape, values, value_strides, order, parents, rows, root);
+                        const REAL *leaf_table, const int64_t *leaf_index, const int64_t *leaf_trees,
+                        const int64_t *leaf_shape, const int64_t *order, const int64_t *parents, const int64_t *rows,
+                        int64_t root, int num_threads) {
+    Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
     p.messages = messages, p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
-    p.root_sums = root_sums;
+    p.root_sums = root_sums, p.leaf_table = leaf_table;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
     const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
@@ -375,16 +446,18 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
 }
 
 /* The downward pass: turns the values of the upward pass into flows in place (root_scales: the root flows over
- * the root sums) and adds the expected counts into transition_counts and root_counts (either may be NULL).
- * Returns 0, or -1 when scratch memory could not be allocated (nothing is written then). */
+ * the root sums) and adds the expected counts into transition_counts, root_counts and leaf_counts (any may be
+ * NULL; leaf_counts [T, D, K, H] needs leaf_index, and leaf_trees NULL). Returns 0, or -1 when scratch memory
+ * could not be allocated (nothing is written then). */
 int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides, const REAL *messages,
                           const REAL *transitions, const REAL *root_weights, const REAL *root_scales,
-                          REAL *transition_counts, REAL *root_counts,
-                          const int64_t *order, const int64_t *parents, const int64_t *rows, int64_t root,
-                          int num_threads) {
-    Pass p = make_pass(shape, values, value_strides, order, parents, rows, root);
+                          REAL *transition_counts, REAL *root_counts, REAL *leaf_counts, const int64_t *leaf_index,
+                          const int64_t *leaf_trees, const int64_t *leaf_shape, const int64_t *order,
+                          const int64_t *parents, const int64_t *rows, int64_t root, int num_threads) {
+    Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
     p.messages = (REAL *)messages, p.transitions = transitions, p.root_weights = root_weights;
     p.root_scales = root_scales;
+    if (leaf_counts && (!leaf_index || leaf_trees)) return -2;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
     const int64_t H = p.hidden, scratch_size = H * H + 2 * TILE * H;
@@ -392,8 +465,10 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     const int64_t tasks = grid.split ? grid.group_blocks * grid.column_blocks : grid.group_blocks;
     const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;
     const int64_t transition_size = p.groups * (p.nodes - 1) * H * H, root_size = p.groups * H;
-    const int private_counts = grid.split && grid.column_blocks > 1 && (transition_counts || root_counts);
-    const int64_t private_size = private_counts ? transition_size + root_size : 0;
+    const int64_t leaf_size = leaf_counts ? leaf_shape[2] * p.nodes * p.categories * H : 0;
+    const int private_counts = grid.split && grid.column_blocks > 1 && (transition_counts || root_counts || leaf_counts);
+    const int64_t counted_size = transition_size + root_size + leaf_size;
+    const int64_t private_size = private_counts ? counted_size : 0;
     REAL *scratch = calloc((size_t)threads * (size_t)(scratch_size + private_size), sizeof(REAL));
     if (!scratch) return -1;
     const DownwardTask task = downward_for(H);
@@ -401,28 +476,31 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     {
         const int thread = thread_number();
         REAL *own = scratch + (int64_t)thread * (scratch_size + private_size);
-        REAL *own_transitions = transition_counts, *own_root = root_counts;
+        REAL *own_transitions = transition_counts, *own_root = root_counts, *own_leaves = leaf_counts;
         if (private_counts) {
             own_transitions = transition_counts ? own + scratch_size : NULL;
             own_root = root_counts ? own + scratch_size + transition_size : NULL;
+            own_leaves = leaf_counts ? own + scratch_size + transition_size + root_size : NULL;
         }
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; ++t)
             for (int64_t block = t * blocks_per_task; block < (t + 1) * blocks_per_task; ++block) {
                 int64_t g0, g1, m0, m1;
                 task_bounds(&p, &grid, block, &g0, &g1, &m0, &m1);
-                task(&p, g0, g1, m0, m1, own_transitions, own_root, own);
+                task(&p, g0, g1, m0, m1, own_transitions, own_root, own_leaves, own);
             }
         if (private_counts) {                                 /* sum the threads' counts (implicit barrier above) */
 #pragma omp for schedule(static)
-            for (int64_t e = 0; e < transition_size + root_size; ++e) {
+            for (int64_t e = 0; e < counted_size; ++e) {
                 REAL total = 0;
                 for (int other = 0; other < threads; ++other)
                     total += scratch[(int64_t)other * (scratch_size + private_size) + scratch_size + e];
                 if (e < transition_size) {
                     if (transition_counts) transition_counts[e] += total;
-                } else if (root_counts) {
-                    root_counts[e - transition_size] += total;
+                } else if (e < transition_size + root_size) {
+                    if (root_counts) root_counts[e - transition_size] += total;
+                } else {
+                    leaf_counts[e - transition_size - root_size] += total;
                 }
             }
         }

@@ -30,7 +30,8 @@ from torch import Tensor
 from ..io import cache_folder
 
 SOURCE = Path(__file__).with_name("tree_kernel.c")
-COMPILE_FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-fPIC")
+COMPILE_FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=fast", "-fassociative-math", "-fno-signed-zeros",
+                 "-fno-trapping-math", "-fopenmp", "-fPIC")
 PRECISIONS = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
 
 _lock = threading.Lock()
@@ -79,10 +80,10 @@ def _declare(library: ctypes.CDLL) -> None:
     pointer, integer = ctypes.c_void_p, ctypes.c_int64
     for _, suffix in PRECISIONS.values():
         upward_function = getattr(library, f"hmmlvd_upward_{suffix}")
-        upward_function.argtypes = [pointer] * 11 + [integer, ctypes.c_int]
+        upward_function.argtypes = [pointer] * 15 + [integer, ctypes.c_int]
         upward_function.restype = ctypes.c_int
         downward_function = getattr(library, f"hmmlvd_downward_{suffix}")
-        downward_function.argtypes = [pointer] * 12 + [integer, ctypes.c_int]
+        downward_function.argtypes = [pointer] * 16 + [integer, ctypes.c_int]
         downward_function.restype = ctypes.c_int
 
 
@@ -144,33 +145,54 @@ def _pointer(tensor: Tensor | None, dtype: torch.dtype, name: str) -> int | None
     return tensor.data_ptr()
 
 
-def _run(name: str, plan, values: Tensor, tensors: dict[str, Tensor | None]) -> None:
-    """Call ``hmmlvd_{name}`` on ``values`` and the named ``tensors`` (in the C argument order) of ``plan``."""
+def _leaf_arguments(leaves, dtype: torch.dtype) -> dict[str, object]:
+    """The C arguments describing ``leaves`` (a :class:`.tree_pass.Leaves` or None): index, trees and shape."""
+    if leaves is None:
+        return {"leaf_index": None, "leaf_trees": None, "leaf_shape": (ctypes.c_int64 * 3)(0, 1, 0)}
+    table = leaves.table
+    return {"leaf_index": _pointer(leaves.index, torch.int64, "leaf index"),
+            "leaf_trees": _pointer(leaves.trees, torch.int64, "leaf trees"),
+            "leaf_shape": (ctypes.c_int64 * 3)(table.shape[2], leaves.index.shape[0], table.shape[0])}
+
+
+def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
+    """Call ``hmmlvd_{name}`` on ``values`` and the named ``tensors`` (in the C argument order; ctypes values are
+    passed as they are) of ``plan``."""
     dtype = values.dtype
     shape, strides = _shape_and_strides(values)
     order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
     function = getattr(load(), f"hmmlvd_{name}_{PRECISIONS[dtype][1]}")
-    pointers = [_pointer(tensor, dtype, key) for key, tensor in tensors.items()]
-    if function(shape, values.data_ptr(), strides, *pointers, order, parents, rows, plan.root,
-                torch.get_num_threads()) != 0:
+    pointers = [value if not isinstance(value, Tensor) and value is not None else _pointer(value, dtype, key)
+                for key, value in tensors.items()]
+    status = function(shape, values.data_ptr(), strides, *pointers, order, parents, rows, plan.root,
+                      torch.get_num_threads())
+    if status == -1:
         raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
+    if status != 0:
+        raise ValueError(f"the tree-pass kernel refused its arguments (status {status})")
 
 
 def upward(plan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor,
-           root_sums: Tensor) -> None:
+           root_sums: Tensor, leaves=None) -> None:
     """The upward pass of :func:`.tree_pass.upward` in C: normalises ``values`` [G, D, M, H] (any strides, unit
     over H) in place and writes ``messages`` [D-1, G, M, H], ``sums`` [D, G, M] (node ``plan.order[j]``'s in row
-    j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]."""
+    j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. With
+    ``leaves`` (:class:`.tree_pass.Leaves`), the values are first filled with the leaves gathered from its table."""
     _run("upward", plan, values, {"messages": messages, "sums": sums, "transitions": transitions,
-                                  "root_weights": root_weights, "root_sums": root_sums})
+                                  "root_weights": root_weights, "root_sums": root_sums,
+                                  "leaf_table": None if leaves is None else leaves.table,
+                                  **_leaf_arguments(leaves, values.dtype)})
 
 
 def downward(plan, values: Tensor, messages: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
-             transition_counts: Tensor | None, root_counts: Tensor | None) -> None:
+             transition_counts: Tensor | None, root_counts: Tensor | None, leaves=None,
+             leaf_counts: Tensor | None = None) -> None:
     """The downward pass of :func:`.tree_pass.downward` in C: turns ``values`` [G, D, M, H] of :func:`upward` into
     flows in place, given its ``messages`` and ``root_scales`` [G, M] (the root flows over the root sums); adds
     the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H] (contiguous) when
-    given."""
+    given, and every observed leaf's flow into ``leaf_counts`` (shaped like ``leaves.table``, whose ``trees`` must
+    be None) when given."""
     _run("downward", plan, values, {"messages": messages, "transitions": transitions, "root_weights": root_weights,
                                     "root_scales": root_scales, "transition_counts": transition_counts,
-                                    "root_counts": root_counts})
+                                    "root_counts": root_counts, "leaf_counts": leaf_counts,
+                                    **_leaf_arguments(leaves, values.dtype)})

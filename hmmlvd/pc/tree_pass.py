@@ -11,6 +11,9 @@ exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to 
 gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
 Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 
+Leaves may be given as rows of a table (:class:`Leaves`, the patch circuits' emissions): the upward pass gathers
+them and the downward pass adds their flows into counts of the table's shape.
+
 On the CPU, :func:`upward` and :func:`downward` over float32 or float64 trees run the C kernel of
 :mod:`.tree_kernel` when it is available (same math and results, to rounding; each node's steps fused over a
 block of columns); elsewhere, and with ``HMMLVD_KERNELS=0``, the torch code below.
@@ -102,6 +105,50 @@ def empty(workspace: Workspace | None, name: str, shape: tuple[int, ...], like: 
     return workspace.get(name, shape, like)
 
 
+@dataclass(frozen=True)
+class Leaves:
+    """Leaf factors as rows of a table: tree ``g``'s leaf of node ``v`` at column ``m`` is ``table[trees[g], v,
+    index[s, v, m]]`` (clamped at ``tiny``), or 1 where that index is ``-1`` (a missing value), with ``s = g // (G /
+    S)`` the stack of tree g. ``table`` [T, D, K, H] (probabilities), ``index`` [S, D, M] (int64), ``trees`` [G]
+    (int64; None: tree g reads entry g, and T = G)."""
+
+    table: Tensor
+    index: Tensor
+    trees: Tensor | None = None
+
+    def rows(self, groups: int) -> Tensor:
+        """The table row ``[G·D·M]`` of every leaf of ``groups`` trees, in the table viewed as [T·D·K, H]."""
+        entries, nodes, categories, _ = self.table.shape
+        stacks = self.index.shape[0]
+        trees = self.trees if self.trees is not None else torch.arange(groups, device=self.index.device)
+        base = trees.view(stacks, -1, 1, 1) * nodes + torch.arange(nodes, device=self.index.device).view(-1, 1)
+        return (base * categories + self.index.clamp_min(0)[:, None]).reshape(-1)
+
+    def missing(self) -> Tensor | None:
+        """The mask [S, D, M] of missing values, None when none is."""
+        missing = self.index < 0
+        return missing if bool(missing.any()) else None
+
+    def gather(self, out: Tensor) -> Tensor:
+        """The leaves written into ``out`` [G, D, M, H] (contiguous), in torch."""
+        hidden = self.table.shape[-1]
+        torch.index_select(self.table.reshape(-1, hidden), 0, self.rows(len(out)), out=out.view(-1, hidden))
+        out.clamp_min_(torch.finfo(out.dtype).tiny)
+        missing = self.missing()
+        if missing is not None:
+            out.view(missing.shape[0], -1, *out.shape[1:]).masked_fill_(missing[:, None, ..., None], 1.0)
+        return out
+
+    def scatter(self, flows: Tensor, counts: Tensor) -> None:
+        """Add the flows [G, D, M, H] of the observed leaves into ``counts`` (the table's shape), in torch; the flows
+        of missing leaves are set to zero first (in place)."""
+        hidden = self.table.shape[-1]
+        missing = self.missing()
+        if missing is not None:
+            flows.view(missing.shape[0], -1, *flows.shape[1:]).masked_fill_(missing[:, None, ..., None], 0.0)
+        counts.view(-1, hidden).index_add_(0, self.rows(len(flows)), flows.reshape(-1, hidden))
+
+
 @dataclass
 class TreePass:
     """What the upward pass leaves for the downward one.
@@ -115,6 +162,7 @@ class TreePass:
     messages: Tensor | list         # [D-1, G, M, H]; [] once the downward pass has used them
     root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
+    leaves: Leaves | None = None    # the table rows the leaves came from, if they did
 
 
 def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
@@ -123,28 +171,37 @@ def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
     node.div_(sums)
 
 
-def upward(plan: TreePlan, leaf: Tensor, transitions: Tensor, root_weights: Tensor,
+def upward(plan: TreePlan, leaf: Tensor | Leaves, transitions: Tensor, root_weights: Tensor,
            log_scale: Tensor | None = None, workspace: Workspace | None = None) -> TreePass:
     """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
-    values), ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M],
-    when given, is added to the log-likelihood (the log of a factor the caller divided the leaves by).
+    values) or :class:`Leaves` (gathered into a new contiguous ``[G, D, M, H]`` buffer, or the ``workspace``'s),
+    ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M], when given,
+    is added to the log-likelihood (the log of a factor the caller divided the leaves by).
 
     The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
     message (a transition row has a positive entry), so the downward pass never divides by zero."""
-    values = leaf
+    leaves = leaf if isinstance(leaf, Leaves) else None
+    if leaves is not None:
+        groups, hidden = root_weights.shape
+        shape = (groups, leaves.table.shape[1], leaves.index.shape[2], hidden)
+        values = empty(workspace, "values", shape, root_weights)
+    else:
+        values = leaf
     groups, num_nodes, columns, hidden = values.shape
     messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
     sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
-    if tree_kernel.supports(values, transitions, root_weights):
+    if tree_kernel.supports(values, transitions, root_weights, *([] if leaves is None else [leaves.table])):
         root_sums = values.new_empty(groups, columns)
         tree_kernel.upward(plan, values, messages, sums, transitions.contiguous(), root_weights.contiguous(),
-                           root_sums)
+                           root_sums, leaves)
     else:
+        if leaves is not None:
+            leaves.gather(values)
         root_sums = _torch_upward(plan, values, messages, sums, transitions, root_weights)
     log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
     if log_scale is not None:
         log_likelihood += log_scale
-    return TreePass(values, messages, root_sums, log_likelihood)
+    return TreePass(values, messages, root_sums, log_likelihood, leaves)
 
 
 def _torch_upward(plan: TreePlan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor,
@@ -165,22 +222,32 @@ def _torch_upward(plan: TreePlan, values: Tensor, messages: Tensor, sums: Tensor
 
 def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weights: Tensor, root_flows: Tensor, *,
              transition_counts: Tensor | None = None, root_counts: Tensor | None = None,
-             workspace: Workspace | None = None) -> Tensor:
+             leaf_counts: Tensor | None = None, workspace: Workspace | None = None) -> Tensor:
     """Flows ``[G, D, M, H]`` (``root_flows[g, m]`` times the posterior of every hidden state), written over
     ``forward.values`` (the pass cannot be used again); adds the expected counts into ``transition_counts``
-    ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given."""
-    values = forward.values
+    ``[G, D-1, H, H]`` and ``root_counts`` ``[G, H]`` when given, and, for leaves given as :class:`Leaves`, the
+    flow of every observed leaf into ``leaf_counts`` (shaped like their table) when given (where that is done in
+    torch, the flows of missing leaves are left at zero)."""
+    values, leaves = forward.values, forward.leaves
+    if leaf_counts is not None and leaves is None:
+        raise ValueError("leaf_counts needs a pass whose leaves were given as Leaves (table rows)")
     scales = root_flows / forward.root_sums                                             # [G, M]
     if tree_kernel.supports(values, transitions, root_weights):
-        own = [_accumulator(counts, values) for counts in (transition_counts, root_counts)]
+        fused = leaf_counts if leaves is not None and leaves.trees is None else None
+        own = [_accumulator(counts, values) for counts in (transition_counts, root_counts, fused)]
         tree_kernel.downward(plan, values, forward.messages, transitions.contiguous(),
-                             root_weights.contiguous(), scales.to(values.dtype).contiguous(), *own)
-        for counts, accumulated in zip((transition_counts, root_counts), own):
+                             root_weights.contiguous(), scales.to(values.dtype).contiguous(), *own[:2], leaves,
+                             own[2])
+        for counts, accumulated in zip((transition_counts, root_counts, fused), own):
             if counts is not None and accumulated is not counts:
                 counts += accumulated
+        if leaf_counts is not None and fused is None:
+            leaves.scatter(values, leaf_counts)
     else:
         _torch_downward(plan, forward, transitions, root_weights, scales, transition_counts, root_counts,
                         workspace)
+        if leaf_counts is not None:
+            leaves.scatter(values, leaf_counts)
     forward.messages = []
     return values
 
