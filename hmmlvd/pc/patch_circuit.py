@@ -25,7 +25,9 @@ from .tree_pass import Leaves, TreePass, Workspace, downward, plan_tree, upward
 MODEL_TYPE = "patch_circuit"
 FORMAT_VERSION = 1
 FOLDER_TYPES = (MODEL_TYPE, "patch_image_model")     # folders whose config.json holds a patch circuit's fields
-CHUNK_ELEMENTS = 1 << 24        # values per buffer of a chunk (64 MiB in float32): few latent passes per batch
+CHUNK_ELEMENTS = 1 << 24        # values per buffer a chunk aims at (64 MiB in float32) ...
+CHUNK_EXAMPLES = 32             # ... but at least this many examples (the latent pass's columns) ...
+MAX_CHUNK_ELEMENTS = 1 << 27    # ... while a buffer stays within this (512 MiB in float32)
 
 
 def _random_distributions(shape: tuple[int, ...], dim: int, generator: torch.Generator, device: torch.device,
@@ -39,15 +41,17 @@ class PatchCircuit:
 
     Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory (two
     buffers of that size live at once: values and messages). The passes work through each tree's rows in cache-sized
-    blocks whatever the chunk, so the default (:data:`CHUNK_ELEMENTS`, 2^24) is chosen large to run the latent pass
-    over many examples at once (bench/RESULTS.md).
+    blocks whatever the chunk. By default (None) a chunk holds :data:`CHUNK_ELEMENTS` values, or at least
+    :data:`CHUNK_EXAMPLES` examples while that stays within :data:`MAX_CHUNK_ELEMENTS`: the latent pass and its
+    count updates, whose cost per chunk grows with the latent hidden size squared, then run over many examples at
+    once (bench/RESULTS.md).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, chunk_elements: int = CHUNK_ELEMENTS):
+                 dtype: torch.dtype = torch.float32, chunk_elements: int | None = None):
         if not isinstance(config, PatchCircuitConfig):
             raise ValueError(f"config must be a PatchCircuitConfig, got {config!r}")
-        if chunk_elements < 1:
+        if chunk_elements is not None and chunk_elements < 1:
             raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
         self.config, self.device, self.dtype = config, torch.device(device), dtype
         self.chunk_elements = chunk_elements
@@ -159,7 +163,13 @@ class PatchCircuit:
 
     # ------------------------------------------------------------------ passes
     def chunks(self, count: int, per_example: int) -> list[slice]:
-        step = max(1, self.chunk_elements // max(per_example, 1))
+        """Slices of ``count`` examples whose buffers hold about ``per_example`` values each (see the class)."""
+        per_example = max(per_example, 1)
+        if self.chunk_elements is not None:
+            step = self.chunk_elements // per_example
+        else:
+            step = max(CHUNK_ELEMENTS // per_example, min(CHUNK_EXAMPLES, MAX_CHUNK_ELEMENTS // per_example))
+        step = max(step, 1)
         return [slice(start, start + step) for start in range(0, count, step)]
 
     @property
@@ -267,7 +277,7 @@ class PatchCircuit:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, chunk_elements: int = CHUNK_ELEMENTS) -> "PatchCircuit":
+                        dtype: torch.dtype = torch.float32, chunk_elements: int | None = None) -> "PatchCircuit":
         """Load a circuit written by :meth:`save_pretrained`, refusing files whose numbers are not distributions."""
         directory = Path(directory)
         stored = read_config(directory, FOLDER_TYPES, FORMAT_VERSION)
