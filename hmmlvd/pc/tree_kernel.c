@@ -21,7 +21,7 @@
  * [T, D, K, H] (only with leaf_trees NULL, so that a tree owns its table entry) while the flow is in cache.
  *
  * Work is cut into tasks of (a block of trees, a block of columns). A block of trees spans at least one cache line
- * of H-rows (so small H does not waste the lines of the node-major layout) and a block of columns keeps the D rows
+ * of H-rows (so small H does not waste the lines of a node-major layout) and a block of columns keeps the D rows
  * of every column of the block in L2 while the node loop runs over them. With enough blocks of trees, each thread
  * owns whole blocks of trees (and their counts); otherwise columns are split too and every thread accumulates its
  * counts privately, summed at the end. Tasks are dealt out statically, so for a given number of threads the counts
@@ -466,7 +466,8 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;
     const int64_t transition_size = p.groups * (p.nodes - 1) * H * H, root_size = p.groups * H;
     const int64_t leaf_size = leaf_counts ? leaf_shape[2] * p.nodes * p.categories * H : 0;
-    const int private_counts = grid.split && grid.column_blocks > 1 && (transition_counts || root_counts || leaf_counts);
+    const int counted = transition_counts || root_counts || leaf_counts;
+    const int private_counts = grid.split && grid.column_blocks > 1 && counted;
     const int64_t counted_size = transition_size + root_size + leaf_size;
     const int64_t private_size = private_counts ? counted_size : 0;
     REAL *scratch = calloc((size_t)threads * (size_t)(scratch_size + private_size), sizeof(REAL));

@@ -9,7 +9,7 @@ As in the HMM engine (:mod:`hmmlvd.hmm.inference`), the passes run in probabilit
 the nodes children first, divides each node's value by its sum over ``H`` (keeping the log of the sums, so no
 exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to its parent. The downward pass
 gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
-Every node's values are one strided ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
+Every node's values are one ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 
 Leaves may be given as rows of a table (:class:`Leaves`, the patch circuits' emissions): the upward pass gathers
 them and the downward pass adds their flows into counts of the table's shape.
@@ -115,6 +115,17 @@ class Leaves:
     table: Tensor
     index: Tensor
     trees: Tensor | None = None
+
+    def __post_init__(self):
+        if (self.table.dim() != 4 or self.index.dim() != 3 or self.index.dtype != torch.int64
+                or self.index.shape[1] != self.table.shape[1]
+                or (self.trees is not None and (self.trees.dim() != 1 or self.trees.dtype != torch.int64))):
+            raise ValueError(f"Leaves need a table [T, D, K, H], an int64 index [S, D, M] and int64 trees [G] or None, "
+                             f"got {tuple(self.table.shape)}, {self.index.dtype} {tuple(self.index.shape)}, "
+                             f"{None if self.trees is None else (self.trees.dtype, tuple(self.trees.shape))}")
+        object.__setattr__(self, "index", self.index.contiguous())      # the kernel reads them as C arrays
+        if self.trees is not None:
+            object.__setattr__(self, "trees", self.trees.contiguous())
 
     def rows(self, groups: int) -> Tensor:
         """The table row ``[G·D·M]`` of every leaf of ``groups`` trees, in the table viewed as [T·D·K, H]."""

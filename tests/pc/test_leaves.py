@@ -108,3 +108,15 @@ def test_leaf_counts_need_leaves():
     with pytest.raises(ValueError, match="Leaves"):
         downward(plan, passed, transitions, torch.full((1, 2), 0.5), torch.ones(1, 3),
                  leaf_counts=torch.zeros(1, 2, 2, 2))
+
+
+def test_bad_leaves_are_refused():
+    table = torch.rand(2, 3, 4, 5)
+    with pytest.raises(ValueError, match="int64 index"):
+        Leaves(table, torch.zeros(1, 3, 6, dtype=torch.int32))
+    with pytest.raises(ValueError, match="int64 index"):
+        Leaves(table, torch.zeros(1, 2, 6, dtype=torch.int64))                   # D differs from the table's
+    with pytest.raises(ValueError, match="trees"):
+        Leaves(table, torch.zeros(1, 3, 6, dtype=torch.int64), torch.zeros(2, 1, dtype=torch.int64))
+    strided = torch.zeros(1, 3, 12, dtype=torch.int64)[..., ::2]
+    assert Leaves(table, strided).index.is_contiguous()

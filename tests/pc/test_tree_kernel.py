@@ -32,7 +32,7 @@ TREES = {"random 7": random_parents(7, 0), "random 12": random_parents(12, 1), "
 
 
 def tree_inputs(parents, groups, columns, hidden, dtype, seed=0):
-    """Leaves as a [G, D, M, H] view of a node-major [D, M, G, H] buffer (as the patch circuit lays them out), with
+    """Leaves as a strided [G, D, M, H] view of a node-major [D, M, G, H] buffer (the passes take any strides), with
     missing values (a factor of 1), normalised transitions [G, D-1, H, H], root weights [G, H], root flows [G, M]."""
     generator = torch.Generator().manual_seed(seed)
     nodes = len(parents)

@@ -74,7 +74,8 @@ def test_passes_match_naive_log_space_recursion(tree, dtype, tolerance):
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("tree", sorted(TREES))
 def test_node_major_values_match_naive_log_space_recursion(tree, dtype, tolerance):
-    # the patch circuit passes a [G, D, M, H] view of a node-major [D, M, G, H] buffer; the flows come back in it
+    # a strided [G, D, M, H] view of a node-major [D, M, G, H] buffer (the passes take any strides); the flows come
+    # back in it
     parents = TREES[tree]
     leaf, transitions, root = random_tree_inputs(parents, groups=4, columns=6, hidden=3, seed=3)
     root_flows = torch.rand(4, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
