@@ -1,14 +1,16 @@
 """The optional C kernel of the tree passes (``tree_kernel.c``): built on first use, loaded with ``ctypes``.
 
 :func:`.tree_pass.upward` and :func:`.tree_pass.downward` call :func:`upward` / :func:`downward` here for CPU
-float32 and float64 passes when :func:`available` is true; the kernel fuses each node's
-normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches.
+float32 and float64 passes with H ≤ :data:`MAX_HIDDEN` when :func:`available` is true; the kernel fuses each
+node's normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches,
+and for leaves given as table rows it gathers them and adds their counts itself.
 
-The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and ``-O3
--march=native -fopenmp``, once per source, flags, compiler, CPU and machine, into ``$HMMLVD_CACHE/kernels`` (default
-``~/.cache/hmmlvd/kernels``); the library is written under a temporary name and renamed, so processes racing to
-build it are safe. ``HMMLVD_KERNELS=0`` turns the kernel off; without a compiler, or when the build fails (one
-warning), everything runs on the torch code.
+The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and
+:data:`COMPILE_FLAGS` (``-O3 -march=native -fopenmp``, and reassociation, so that sums over H become vector
+reductions; no approximate reciprocals, NaNs and infinities kept), once per source, flags, compiler, CPU and
+machine, into ``$HMMLVD_CACHE/kernels`` (default ``~/.cache/hmmlvd/kernels``); the library is written under a
+temporary name and renamed, so processes racing to build it are safe. ``HMMLVD_KERNELS=0`` turns the kernel off;
+without a compiler, or when the build fails (one warning), everything runs on the torch code.
 """
 from __future__ import annotations
 
