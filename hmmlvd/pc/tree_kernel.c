@@ -80,7 +80,6 @@ typedef struct {
     const REAL *leaf_table;        /* leaves as table rows (NULL: the values hold the leaves) */
     const int64_t *leaf_index, *leaf_trees;
     int64_t categories, stacks;
-    REAL *leaf_counts;
 } Pass;
 
 /* How the (trees, columns) grid is cut into tasks. */
@@ -113,12 +112,13 @@ static Grid make_grid(const Pass *p, int threads) {
 
 /* ---------------------------------------------------------------- leaves as table rows */
 
-/* The table rows of node v of tree g ([K, H]) and the index of its columns ([M]). */
+/* The index of the columns of node v of tree g ([M]). */
 INLINE const int64_t *leaf_columns(const Pass *p, int64_t g, int64_t v) {
     const int64_t stack = g / (p->groups / p->stacks);
     return p->leaf_index + (stack * p->nodes + v) * p->columns;
 }
 
+/* The offset, in H-rows, of the table rows of node v of tree g ([K, H]). */
 INLINE int64_t leaf_entry(const Pass *p, int64_t g, int64_t v) {
     const int64_t tree = p->leaf_trees ? p->leaf_trees[g] : g;
     return (tree * p->nodes + v) * p->categories;
@@ -160,18 +160,17 @@ INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int6
 
 /* ---------------------------------------------------------------- upward */
 
-/* The sum of the H-row x (a vector reduction). */
+/* The sum of the H-row x (a vector reduction), clamped at TINY. */
 INLINE REAL row_sum(const REAL *restrict x, int64_t H) {
     REAL sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t h = 0; h < H; ++h) sum += x[h];
-    return sum;
+    return sum < TINY ? TINY : sum;
 }
 
 /* Divide the H-row x by its sum (clamped at TINY); returns the sum. */
 INLINE REAL normalize(REAL *restrict x, int64_t H) {
-    REAL sum = row_sum(x, H);
-    sum = sum < TINY ? TINY : sum;
+    const REAL sum = row_sum(x, H);
 #pragma omp simd
     for (int64_t h = 0; h < H; ++h) x[h] /= sum;
     return sum;
@@ -201,9 +200,7 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z,
     row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
     for (int64_t t = 0; t < T; ++t) {
         REAL *restrict row = x + t * stride;
-        REAL sum = row_sum(row, H);
-        sum = sum < TINY ? TINY : sum;
-        sums[t] = sum;
+        const REAL sum = sums[t] = row_sum(row, H);
         const REAL scale = 1 / sum;
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {

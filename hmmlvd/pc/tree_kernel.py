@@ -167,8 +167,7 @@ def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
     shape, strides = _shape_and_strides(values)
     order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
     function = getattr(load(), f"hmmlvd_{name}_{PRECISIONS[dtype][1]}")
-    pointers = [value if not isinstance(value, Tensor) and value is not None else _pointer(value, dtype, key)
-                for key, value in tensors.items()]
+    pointers = [_pointer(value, dtype, key) if isinstance(value, Tensor) else value for key, value in tensors.items()]
     status = function(shape, values.data_ptr(), strides, *pointers, order, parents, rows, plan.root,
                       torch.get_num_threads())
     if status == -1:
