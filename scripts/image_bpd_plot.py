@@ -4,10 +4,13 @@ paper's Figure 1 left).
     python scripts/image_bpd_plot.py bench/results/image_lvd.json --out bench/results/image_lvd.png
     python scripts/image_bpd_plot.py bench/results/image_lvd_full.json bench/results/image_lvd_h4.json \
         --out bench/results/both.png
+    python scripts/image_bpd_plot.py bench/results/image_lvd_h16_long_2026-12-05.json --margins \
+        --title "tied, H = 16: LVD 3+1+4 epochs against 5 of EM alone" --out bench/results/image_lvd_h16_long.png
 
 Several JSON files of ``bench/image_lvd.py``, or ``results.json`` files of ``hmmlvd image train``, are drawn together
 when they measured the same dataset and number of training images. A family is the patch circuits of one hidden size H and tying: LVD and EM alone get one curve per
-family, the pixel HCLTs one curve per tying (untied, or sized like the tied circuits).
+family, the pixel HCLTs one curve per tying (untied, or sized like the tied circuits). ``--margins`` adds a
+panel with LVD's lead over EM alone (EM alone's test bpd minus LVD's) at every size where a family has both.
 """
 from __future__ import annotations
 
@@ -66,33 +69,71 @@ def curves(rows: list[dict]) -> list[tuple[tuple, str, list[dict]]]:
             for key, (label, points) in ordered]
 
 
+def margins(rows: list[dict]) -> dict[tuple[bool, int], list[tuple[int, float]]]:
+    """(tied, H) -> [(parameters, EM alone's test bpd minus LVD's)] at every size where the family has both, in
+    order of size (the first row given of each model and size, as :func:`curves`)."""
+    bpd = {key: {row["num_parameters"]: row["test_bpd"] for row in points} for key, _, points in curves(rows)}
+    found = {}
+    for (model, tied, hidden), lvd in bpd.items():
+        em_alone = bpd.get(("em", tied, hidden), {}) if model == "lvd" else {}
+        points = [(size, em_alone[size] - value) for size, value in sorted(lvd.items()) if size in em_alone]
+        if points:
+            found[tied, hidden] = points
+    return found
+
+
+def size_ticks(axis, sizes: list[int]) -> None:
+    """Log-scaled x axis labelled with the patch circuits' sizes, leaving out one within 15 % of the last."""
+    axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ticks = []
+    for size in sorted(sizes):
+        if not ticks or size > 1.15 * ticks[-1]:
+            ticks.append(size)
+    axis.set_xticks(ticks, [f"{size / 1e6:.2g}M" for size in ticks], fontsize=7)
+    axis.set_xlabel("parameters")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", help="JSON files written by bench/image_lvd.py or hmmlvd image train")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="bpd range shown (default: every point); points outside it are cut off")
+    parser.add_argument("--margins", action="store_true",
+                        help="add a panel with LVD's lead over EM alone against parameters, one line per family")
+    parser.add_argument("--title", help="title (default: the dataset and its number of training images)")
     args = parser.parse_args()
     dataset, train_images, rows = load_rows(args.results)
-    figure, axis = plt.subplots(figsize=(6, 4.3))
+    if args.margins:
+        figure, (axis, margin_axis) = plt.subplots(1, 2, figsize=(10.5, 4.3))
+    else:
+        figure, axis = plt.subplots(figsize=(6, 4.3))
     families = sorted({(bool(r["tied"]), r["hidden_size"]) for r in rows if r["model"] != "hclt"})
     for (model, tied, hidden), label, points in curves(rows):
         marker = "^" if model == "hclt" else FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
         axis.plot([r["num_parameters"] for r in points], [r["test_bpd"] for r in points], marker + STYLES[model][1],
                   color=STYLES[model][2], fillstyle="none" if tied else "full", label=label)
-    axis.set_xscale("log")
-    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ticks = []                          # the patch circuits' sizes, leaving out one within 15 % of the last
-    for size in sorted({r["num_parameters"] for r in rows if r["model"] != "hclt"}):
-        if not ticks or size > 1.15 * ticks[-1]:
-            ticks.append(size)
-    axis.set_xticks(ticks, [f"{size / 1e6:.2g}M" for size in ticks], fontsize=7)
-    axis.set_xlabel("parameters")
+    size_ticks(axis, [r["num_parameters"] for r in rows if r["model"] != "hclt"])
     axis.set_ylabel("test bits per dimension")
     if args.ylim:
         axis.set_ylim(*args.ylim)
-    axis.set_title(f"{dataset} ({train_images:,} training images)")
+    axis.set_title(args.title or f"{dataset} ({train_images:,} training images)", fontsize=9)
     axis.legend(fontsize=7)
+    if args.margins:
+        leads = margins(rows)
+        if not leads:
+            raise SystemExit("--margins needs LVD and EM alone rows of the same family and size; none were found")
+        for (tied, hidden), points in leads.items():
+            marker = FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
+            margin_axis.plot(*zip(*points), marker + "-", color=f"C{3 + families.index((tied, hidden))}",
+                             fillstyle="none" if tied else "full",
+                             label=f"{'tied' if tied else 'untied'}, H = {hidden}")
+        margin_axis.axhline(0, color="0.6", linewidth=0.8)
+        size_ticks(margin_axis, [size for points in leads.values() for size, _ in points])
+        margin_axis.set_ylabel("LVD's lead over EM alone (test bpd)")
+        margin_axis.set_title("EM alone's test bpd minus LVD's", fontsize=9)
+        margin_axis.legend(fontsize=7)
     figure.tight_layout()
     atomic_write_png(args.out, figure, dpi=130)
     print(f"wrote {args.out}")

@@ -1,4 +1,5 @@
 """``scripts/image_bpd_plot.py`` draws bench rows and ``hmmlvd image train`` results together."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,3 +39,36 @@ def test_refuses_files_of_different_datasets(tmp_path: Path) -> None:
                "--out", str(tmp_path / "x.png"))
     assert done.returncode != 0 and "different datasets" in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("image_bpd_plot", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_margins_are_em_alone_minus_lvd_per_family_and_size() -> None:
+    rows = [{"model": model, "tied": tied, "hidden_size": hidden, "num_parameters": size, "test_bpd": bpd}
+            for model, tied, hidden, size, bpd in [
+                ("lvd", True, 4, 4000, 3.40), ("em", True, 4, 4000, 3.47), ("lvd", True, 4, 1000, 3.5),
+                ("em", True, 4, 1000, 3.52), ("lvd", True, 4, 1000, 9.0),          # a second row of a size: ignored
+                ("lvd", False, 16, 2000, 3.3), ("hclt", True, 16, 2000, 3.0),     # no EM alone in this family
+                ("em", True, 16, 8000, 3.2)]]
+    found = load_script().margins(rows)
+    assert list(found) == [(True, 4)]
+    assert [size for size, _ in found[True, 4]] == [1000, 4000]
+    assert [round(lead, 6) for _, lead in found[True, 4]] == [0.02, 0.07]
+
+
+def test_margins_panel_is_drawn_and_refused_without_pairs(tmp_path: Path) -> None:
+    out = tmp_path / "margins.png"
+    done = run(str(bench_file(tmp_path / "bench.json")), "--margins", "--title", "a budget", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lone = tmp_path / "lone.json"
+    lone.write_text(json.dumps({"dataset": "fashion-mnist", "train_images": 100, "rows": [
+        {"model": "lvd", "tied": True, "hidden_size": 4, "num_parameters": 10, "test_bpd": 3.0}]}))
+    done = run(str(lone), "--margins", "--out", str(tmp_path / "none.png"))
+    assert done.returncode != 0 and "--margins needs" in done.stderr
+    assert not (tmp_path / "none.png").exists()
