@@ -105,13 +105,20 @@ def main() -> None:
     parser.add_argument("--title", help="title (default: the dataset and its number of training images)")
     args = parser.parse_args()
     dataset, train_images, rows = load_rows(args.results)
+    leads = margins(rows) if args.margins else {}
+    if args.margins and not leads:
+        raise SystemExit("--margins needs LVD and EM alone rows of the same family and size; none were found")
     if args.margins:
         figure, (axis, margin_axis) = plt.subplots(1, 2, figsize=(10.5, 4.3))
     else:
         figure, axis = plt.subplots(figsize=(6, 4.3))
     families = sorted({(bool(r["tied"]), r["hidden_size"]) for r in rows if r["model"] != "hclt"})
+
+    def family_marker(tied: bool, hidden: int) -> str:
+        return FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
+
     for (model, tied, hidden), label, points in curves(rows):
-        marker = "^" if model == "hclt" else FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
+        marker = "^" if model == "hclt" else family_marker(tied, hidden)
         axis.plot([r["num_parameters"] for r in points], [r["test_bpd"] for r in points], marker + STYLES[model][1],
                   color=STYLES[model][2], fillstyle="none" if tied else "full", label=label)
     size_ticks(axis, [r["num_parameters"] for r in rows if r["model"] != "hclt"])
@@ -121,13 +128,9 @@ def main() -> None:
     axis.set_title(args.title or f"{dataset} ({train_images:,} training images)", fontsize=9)
     axis.legend(fontsize=7)
     if args.margins:
-        leads = margins(rows)
-        if not leads:
-            raise SystemExit("--margins needs LVD and EM alone rows of the same family and size; none were found")
         for (tied, hidden), points in leads.items():
-            marker = FAMILY_MARKERS[families.index((tied, hidden)) % len(FAMILY_MARKERS)]
-            margin_axis.plot(*zip(*points), marker + "-", color=f"C{3 + families.index((tied, hidden))}",
-                             fillstyle="none" if tied else "full",
+            margin_axis.plot(*zip(*points), family_marker(tied, hidden) + "-",
+                             color=f"C{3 + families.index((tied, hidden))}", fillstyle="none" if tied else "full",
                              label=f"{'tied' if tied else 'untied'}, H = {hidden}")
         margin_axis.axhline(0, color="0.6", linewidth=0.8)
         size_ticks(margin_axis, [size for points in leads.values() for size, _ in points])
