@@ -111,6 +111,34 @@ def test_many_trees_and_columns(threads, monkeypatch):
     assert_passes_close(got, expected, 1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_downward_flushes_subnormal_flows(threads, monkeypatch):
+    # sharp leaves (impossible values clamped at tiny, as the gather does) give posteriors below the smallest normal
+    # number: the torch pass keeps them as subnormals, the kernel's downward pass flushes them to zero (it is
+    # several times faster so) and agrees on everything else; the caller's float mode is restored afterwards
+    parents, tiny = TREES["chain"], torch.finfo(torch.float32).tiny
+    generator = torch.Generator().manual_seed(0)
+    leaf = torch.softmax(torch.randn(len(parents), 64, 4, 16, generator=generator, dtype=torch.float64) * 20, -1)
+    transitions = torch.softmax(torch.randn(4, len(parents) - 1, 16, 16, generator=generator,
+                                            dtype=torch.float64) * 2, -1)
+    inputs = [leaf.float().clamp_min(tiny), transitions.float(), torch.full((4, 16), 1 / 16), torch.ones(4, 64)]
+    expected = run_passes(parents, *inputs, True, False, False, monkeypatch)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = run_passes(parents, *inputs, True, True, True, monkeypatch)
+    finally:
+        torch.set_num_threads(previous)
+
+    def subnormal(flows):
+        return (flows != 0) & (flows.abs() < tiny)
+
+    assert subnormal(expected[3]).sum() > 100 and not subnormal(got[3]).any()
+    assert (got[3][subnormal(expected[3])] == 0).all()
+    assert_passes_close(got, expected, 1e-5)
+    assert (torch.tensor([tiny], dtype=torch.float32) / 4).item() != 0        # subnormals are back outside
+
+
 def brute_force(parents, leaf, transitions, root, root_flows):
     """(log-likelihood [G, M], flows [G, D, M, H], transition counts, root counts) by enumerating every joint
     hidden state in float64 log space; ``leaf`` [G, D, M, H]."""
