@@ -100,7 +100,7 @@ def main() -> None:
     for clusters, hidden, tied in args.sizes:
         config = ImageRecipeConfig(num_clusters=clusters, hidden_size=hidden, tied=tied, **budget)
         assignments, kmeans_seconds = None, 0.0
-        if "lvd" in config.models:
+        if config.needs_latents:
             latents = distil_latents(teacher, train_images, config, directory=args.work_dir, resume=True,
                                      log=lambda line: print(f"      {line}", flush=True))
             assignments, kmeans_seconds = latents.assignments, latents.seconds.get("kmeans", 0.0)

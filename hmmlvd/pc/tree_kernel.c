@@ -8,7 +8,8 @@
  * G trees share one structure of D nodes, hidden size H, M columns (examples) per tree. The values are a strided
  * [G, D, M, H] array (the last stride must be 1); every other array is contiguous:
  *     messages [D-1, G, M, H]  (messages[j] is what node order[j] sent to its parent)
- *     sums     [D, G, M]       (sums[j] the normalising sum of node order[j]; sums[D-1] that of the root)
+ *     sums     [D, G, M]       (sums[j] the scale of node order[j], its message's largest entry; sums[D-1] the
+ *                              root's sum)
  *     transitions [G, D-1, H_parent, H_child], root_weights [G, H], root_sums [G, M],
  *     root_scales [G, M] (the root flows divided by the root sums),
  *     transition_counts [G, D-1, H, H] and root_counts [G, H] (accumulated into; either may be NULL).
@@ -204,6 +205,10 @@ typedef int32_t Lanes16 __attribute__((vector_size(64)));
 #define TURN3(t, a) LANE(t, a, ((a) + 3) & 3)
 
 INLINE Vec16 load16(const float *x) { Vec16 v; memcpy(&v, x, sizeof v); return v; }
+INLINE Vec16 max16(Vec16 a, Vec16 b) {
+    const Lanes16 less = a < b;
+    return (Vec16)(((Lanes16)a & ~less) | ((Lanes16)b & less));
+}
 INLINE void store16(float *x, Vec16 v) { memcpy(x, &v, sizeof v); }
 
 /* The 4 x 4 matrix m as four vectors: rows[c] holds m[c][0..3] in every group of four lanes. */
@@ -229,13 +234,11 @@ INLINE void upward_node4(float *restrict x, float *restrict y, float *restrict z
     tile_rows4(wt, rows);
     for (int64_t m = 0; m < count; m += 4) {
         const Vec16 v = load16(x + 4 * m);
-        const Vec16 out = products4(v, rows);                   /* w x, before normalising */
-        Vec16 sum = v + __builtin_shuffle(v, flip1);
-        sum = sum + __builtin_shuffle(sum, flip2);              /* every lane: its column's sum */
-        const Lanes16 small = sum < tiny;
-        sum = (Vec16)(((Lanes16)sum & ~small) | ((Lanes16)tiny & small));
-        for (int t = 0; t < 4; ++t) sums[m + t] = sum[4 * t];
-        const Vec16 scale = 1 / sum;
+        const Vec16 out = products4(v, rows);                   /* w x, before scaling */
+        Vec16 peak = max16(out, __builtin_shuffle(out, flip1));
+        peak = max16(max16(peak, __builtin_shuffle(peak, flip2)), tiny);   /* every lane: its column's largest */
+        for (int t = 0; t < 4; ++t) sums[m + t] = peak[4 * t];
+        const Vec16 scale = 1 / peak;
         const Vec16 message = out * scale;
         store16(x + 4 * m, v * scale);
         store16(y + 4 * m, message);
@@ -276,6 +279,14 @@ INLINE void downward_node4(float *restrict x, const float *restrict flow, const 
 
 /* ---------------------------------------------------------------- upward */
 
+/* The largest entry of the H-row x (a vector reduction), clamped at TINY. */
+INLINE REAL row_max(const REAL *restrict x, int64_t H) {
+    REAL peak = TINY;
+#pragma omp simd reduction(max : peak)
+    for (int64_t h = 0; h < H; ++h) peak = x[h] > peak ? x[h] : peak;
+    return peak;
+}
+
 /* The sum of the H-row x (a vector reduction), clamped at TINY. */
 INLINE REAL row_sum(const REAL *restrict x, int64_t H) {
     REAL sum = 0;
@@ -308,16 +319,16 @@ INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *res
 }
 
 /* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
- * tree: normalise the node's rows x (their sums into sums[0..T)), write the messages y = w x (wt: w transposed)
- * and multiply them into the parent's rows z. The products w x run on the rows before they are normalised and
- * are scaled after (so they need not wait for the sums), T side by side in out (T*H scratch). */
+ * tree: write the messages y = w x (wt: w transposed) divided by their largest entry, divide the node's rows x by
+ * the same (these scales into sums[0..T)) and multiply the messages into the parent's rows z. The products w x
+ * run T side by side in out (T*H scratch). */
 INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
                            REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
     row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
     for (int64_t t = 0; t < T; ++t) {
         REAL *restrict row = x + t * stride;
-        const REAL sum = sums[t] = row_sum(row, H);
-        const REAL scale = 1 / sum;
+        const REAL peak = sums[t] = row_max(out + t * H, H);
+        const REAL scale = 1 / peak;
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {
             row[a] *= scale;
@@ -540,7 +551,7 @@ static int thread_number(void) {
 #endif
 }
 
-/* The upward pass: normalises the values in place, writes messages, sums and root_sums. With leaf_table (else
+/* The upward pass: scales the values in place, writes messages, sums and root_sums. With leaf_table (else
  * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). Returns 0, or
  * -1 when scratch memory could not be allocated (nothing is written then). */
 int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *messages,

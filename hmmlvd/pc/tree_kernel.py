@@ -2,7 +2,7 @@
 
 :func:`.tree_pass.upward` and :func:`.tree_pass.downward` call :func:`upward` / :func:`downward` here for CPU
 float32 and float64 passes with H ≤ :data:`MAX_HIDDEN` when :func:`available` is true; the kernel fuses each
-node's normalisation, H×H products and scaling over a block of columns, so the node loop runs in the core's caches,
+node's H×H products and scaling over a block of columns, so the node loop runs in the core's caches,
 and for leaves given as table rows it gathers them and adds their counts itself.
 
 The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and
@@ -178,7 +178,7 @@ def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
 
 def upward(plan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor,
            root_sums: Tensor, leaves=None) -> None:
-    """The upward pass of :func:`.tree_pass.upward` in C: normalises ``values`` [G, D, M, H] (any strides, unit
+    """The upward pass of :func:`.tree_pass.upward` in C: scales ``values`` [G, D, M, H] (any strides, unit
     over H) in place and writes ``messages`` [D-1, G, M, H], ``sums`` [D, G, M] (node ``plan.order[j]``'s in row
     j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. With
     ``leaves`` (:class:`.tree_pass.Leaves`), the values are first filled with the leaves gathered from its table."""

@@ -6,8 +6,12 @@ transition ``p(h_v | h_parent(v))`` and the root a prior ``p(h_root)``. ``G`` tr
 has its own parameters; values are laid out ``[G, D, M, H]`` for ``M`` columns (examples) per tree.
 
 As in the HMM engine (:mod:`hmmlvd.hmm.inference`), the passes run in probability space: the upward pass visits
-the nodes children first, divides each node's value by its sum over ``H`` (keeping the log of the sums, so no
-exp or log per element) and sends one batched GEMM ``[G, M, H] @ [G, H, H]`` to its parent. The downward pass
+the nodes children first, sends one batched GEMM ``[G, M, H] @ [G, H, H]`` from each node to its parent and divides
+the node's value and its message by the message's largest entry (keeping the log of these scales, so no exp or log
+per element). Every message then peaks at 1, so a node multiplying the messages of many children (a star-shaped
+tree, say) neither overflows nor drifts towards zero as each message's sum would make it (``H^-n`` for ``n``
+children); only children that disagree on every state of their parent shrink its product. The root's value is
+divided by its sum. The downward pass
 gives the flows (posterior marginals of every hidden state) and the expected counts with two more GEMMs per node.
 Every node's values are one ``[G, M, H]`` slice of the buffer, so nothing is gathered or copied per node.
 
@@ -217,14 +221,16 @@ def upward(plan: TreePlan, leaf: Tensor | Leaves, transitions: Tensor, root_weig
 
 def _torch_upward(plan: TreePlan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor,
                   root_weights: Tensor) -> Tensor:
-    """:func:`upward` in torch ops: normalises ``values`` in place, writes ``messages`` [D-1, G, M, H] and ``sums``
-    [D, G, M, 1]; returns the root sums [G, M]."""
+    """:func:`upward` in torch ops: scales ``values`` in place, writes ``messages`` [D-1, G, M, H] and the scales
+    ``sums`` [D, G, M, 1]; returns the root sums [G, M]."""
     tiny = torch.finfo(values.dtype).tiny
     for node, message, node_sums in zip(plan.order, messages, sums):
         below = values[:, node]                                                         # [G, M, Hc]
-        _normalize(below, node_sums, tiny)
         weights = transitions[:, plan.rows[node]]                                       # [G, Hp, Hc]
         torch.bmm(below, weights.transpose(1, 2), out=message)                          # [G, M, Hp]
+        torch.amax(message, -1, keepdim=True, out=node_sums).clamp_min_(tiny)
+        message.div_(node_sums)
+        below.div_(node_sums)
         values[:, plan.parents[node]].mul_(message)
     top = values[:, plan.root]
     _normalize(top, sums[-1], tiny)

@@ -105,6 +105,29 @@ def test_log_scale_and_tiny_leaves():
     torch.testing.assert_close(passed.log_likelihood.double(), expected + 2.0, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("hidden, children", [(32, 40), (4, 80)])
+def test_star_tree_in_float32(hidden, children, kernel, monkeypatch):
+    # a root with many children (the latent tree of a circuit whose latents carry no information is a star): were
+    # every message to sum to 1 its entries would average 1/H, and their product at the root, H^-children, would
+    # leave float32's range (all flows zero); scaled to peak at 1 the pass agrees with float64
+    if not kernel:
+        monkeypatch.setenv("HMMLVD_KERNELS", "0")
+    parents = (-1,) + (0,) * children
+    leaf, transitions, root = random_tree_inputs(parents, groups=2, columns=8, hidden=hidden, seed=5)
+    assert children * torch.log10(torch.tensor(float(hidden))) > 38        # 1/H per child leaves float32
+    root_flows = torch.ones(2, 8, dtype=torch.float64)
+    expected_ll, expected_flows, expected_transitions, _ = naive_pass(parents, leaf, transitions, root, root_flows)
+    plan = plan_tree(parents)
+    passed = upward(plan, leaf.float(), transitions.float(), root.float())
+    torch.testing.assert_close(passed.log_likelihood.double(), expected_ll, rtol=1e-5, atol=1e-3)
+    transition_counts = torch.zeros_like(transitions, dtype=torch.float32)
+    flows = downward(plan, passed, transitions.float(), root.float(), root_flows.float(),
+                     transition_counts=transition_counts)
+    torch.testing.assert_close(flows.double(), expected_flows, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(transition_counts.double(), expected_transitions, rtol=1e-4, atol=1e-4)
+
+
 def deep_circuit(tied, dtype):
     """P = 3 patches of D = 7 values (a 7-level chain and a branching latent tree), k = 2, H = 3."""
     config = pc.PatchCircuitConfig(num_patches=3, values_per_patch=7, num_clusters=2, hidden_size=3,

@@ -147,6 +147,12 @@ class ImageRecipeConfig:
         return self.lvd_epochs + self.latent_epochs + self.finetune_epochs
 
     @property
+    def needs_latents(self) -> bool:
+        """Whether the run distils latents: LVD starts from them, and the trees of the patch circuit that LVD and EM
+        alone share are learnt from them (so ``em`` trains the same circuit whether or not ``lvd`` runs too)."""
+        return "lvd" in self.models or "em" in self.models
+
+    @property
     def baseline_epochs(self) -> int:
         """EM epochs on x of each baseline: ``em_epochs``, else :attr:`budget_epochs`."""
         return self.em_epochs or self.budget_epochs

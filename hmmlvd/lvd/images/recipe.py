@@ -99,14 +99,13 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
     if assignments is not None:
         circuit_config.check_assignments(assignments, len(x_train))
     models, stage_seconds = {}, {}
-    if "lvd" in config.models and assignments is None:
+    if config.needs_latents and assignments is None:
         teacher = teacher if teacher is not None else teacher_for(train_images, config, patch_size,
                                                                   directory=run.directory, resume=resume)
         latents = distil_latents(teacher, train_images, config, directory=run.directory, resume=resume, log=log)
         assignments, stage_seconds = latents.assignments, dict(latents.seconds)
-    if "lvd" in config.models or "em" in config.models:
-        circuit_config = _with_trees(circuit_config, x_train, assignments if "lvd" in config.models else None,
-                                     config.seed)
+    if config.needs_latents:
+        circuit_config = _with_trees(circuit_config, x_train, assignments, config.seed)
         log(f"[patch circuit] {circuit_config.num_patches} patches of {circuit_config.values_per_patch} values, "
             f"k={config.num_clusters}, H={config.hidden_size}, tied={config.tied}: "
             f"{circuit_config.num_parameters:,} parameters")
@@ -125,18 +124,16 @@ def train(train_images: Tensor, valid_images: Tensor, config: ImageRecipeConfig,
     for trained in models.values():
         test = f", test {trained.test_bpd:.4f}" if trained.test_bpd is not None else ""
         log(f"[{trained.name}] {trained.num_parameters:,} parameters: valid {trained.valid_bpd:.4f}{test} bpd")
-    result = ImageRecipeResult(models, teacher if "lvd" in config.models else None, assignments, stage_seconds)
+    result = ImageRecipeResult(models, teacher if config.needs_latents else None, assignments, stage_seconds)
     if run.directory is not None and is_main_process():
         result.write_results(run.directory, description)        # the models are in place: each stage kept its own
     return result
 
 
-def _with_trees(circuit_config: pc.PatchCircuitConfig, x_train: Tensor, assignments: Tensor | None,
+def _with_trees(circuit_config: pc.PatchCircuitConfig, x_train: Tensor, assignments: Tensor,
                 seed: int) -> pc.PatchCircuitConfig:
-    """The config with value and latent trees learnt from the patches (and the latents, when given)."""
-    clusters = circuit_config.num_clusters if assignments is not None else 1
-    assignments = assignments if assignments is not None else torch.zeros(x_train.shape[:2], dtype=torch.long)
-    value_parents, latent_parents = pc.structures.patch_trees(x_train, assignments, clusters,
+    """The config with value and latent trees learnt from the patches and their latents."""
+    value_parents, latent_parents = pc.structures.patch_trees(x_train, assignments, circuit_config.num_clusters,
                                                               num_categories=circuit_config.num_categories, seed=seed)
     return replace(circuit_config, value_parents=tuple(value_parents), latent_parents=tuple(latent_parents))
 

@@ -47,6 +47,15 @@ def test_three_models_get_finite_bpd_and_the_same_em_budget(digits, tmp_path):
     assert result.models["lvd"].test_bpd == pytest.approx(-ll.mean().item() / (64 * math.log(2)), rel=1e-9)
 
 
+def test_em_alone_trains_the_circuit_it_trains_beside_lvd(digits, tmp_path):
+    # the patch circuit's trees come from the distilled latents whichever models run, so EM alone is one baseline
+    train_images, valid_images, _ = digits
+    alone, beside = (train(train_images, valid_images, config(tmp_path, latents="pixels", teacher=None, models=models),
+                           num_categories=17).models["em"] for models in (("em",), ("lvd", "em")))
+    assert alone.model.circuit.config == beside.model.circuit.config
+    assert alone.valid_curve == beside.valid_curve
+
+
 def test_resume_after_an_interruption_gives_the_uninterrupted_result(digits, tmp_path, monkeypatch):
     train_images, valid_images, _ = digits
     settings = config(tmp_path, models=("lvd",))
