@@ -102,13 +102,17 @@ def test_many_trees_and_columns(threads, monkeypatch):
     parents = TREES["random 16"]
     inputs = tree_inputs(parents, 9, 300, 16, torch.float32, seed=9)
     expected = run_passes(parents, *inputs, True, False, False, monkeypatch)
+    assert_passes_close(kernel_passes_on(threads, parents, inputs, monkeypatch), expected, 1e-5)
+
+
+def kernel_passes_on(threads, parents, inputs, monkeypatch):
+    """:func:`run_passes` on the kernel, both ways, with ``threads`` torch threads (restored after)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = run_passes(parents, *inputs, True, True, True, monkeypatch)
+        return run_passes(parents, *inputs, True, True, True, monkeypatch)
     finally:
         torch.set_num_threads(previous)
-    assert_passes_close(got, expected, 1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -123,12 +127,7 @@ def test_downward_flushes_subnormal_flows(threads, monkeypatch):
                                             dtype=torch.float64) * 2, -1)
     inputs = [leaf.float().clamp_min(tiny), transitions.float(), torch.full((4, 16), 1 / 16), torch.ones(4, 64)]
     expected = run_passes(parents, *inputs, True, False, False, monkeypatch)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = run_passes(parents, *inputs, True, True, True, monkeypatch)
-    finally:
-        torch.set_num_threads(previous)
+    got = kernel_passes_on(threads, parents, inputs, monkeypatch)
 
     def subnormal(flows):
         return (flows != 0) & (flows.abs() < tiny)
