@@ -70,6 +70,9 @@ def _add_train(commands) -> None:
     parser.add_argument("--lvd-epochs", type=int, help="mini-batch EM epochs of the Lemma 1 fit")
     parser.add_argument("--latent-epochs", type=int, help="epochs of the latent-distribution step")
     parser.add_argument("--finetune-epochs", type=int, help="mini-batch EM epochs on x alone")
+    parser.add_argument("--finetune-step", type=float,
+                        help="the fine-tuning step size's start, annealed linearly to a tenth of it (default 0.3 "
+                             "tied, 0.1 untied; 0.1 with more epochs gave the best large tied circuits)")
     parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (quick: 6 against LVD's 3 + 1 + 5; "
                                                       "full: 3 against 3 + 1 + 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per EM update (default 256)")
@@ -128,12 +131,14 @@ def recipe_config(args) -> ImageRecipeConfig:
                 _positive(name, value, allow_zero=name in ("train_size", "teacher_images", "lvd_epochs",
                                                            "latent_epochs", "finetune_epochs"))
             overrides[name] = value or None if name in ("train_size", "teacher_images") else value
+    if args.finetune_step is not None and not 0 < args.finetune_step <= 1:
+        raise ValueError(f"--finetune-step must be in (0, 1], got {args.finetune_step}")
     models = ("lvd", "em", "hclt") if args.compare_em else ("lvd",)
     return ImageRecipeConfig.preset(
         args.preset, patch_size=args.patch_size, context=args.context, teacher_path=args.teacher,
         latents=args.latents or ("mae" if args.teacher else ImageRecipeConfig.latents),
         batch_size=args.batch_size, pseudocount=args.pseudocount, kmeans_backend=args.kmeans_backend,
-        patch_states=args.patch_states, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
+        patch_states=args.patch_states, finetune_step_start=args.finetune_step, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
         progress=not args.no_progress, **overrides)
 
 

@@ -56,12 +56,25 @@ def test_sample_writes_a_png(trained, tmp_path):
     (["image", "train", "--dataset", "digits", "--out", "x", "--valid-size", "-1"], "valid-size"),
     (["image", "eval", "/nonexistent"], "results.json"),
     (["image", "train", "--dataset", "digits", "--out", "x", "--em-epochs", "0"], "--em-epochs must be positive"),
+    (["image", "train", "--dataset", "digits", "--out", "x", "--finetune-step", "0"],
+     r"--finetune-step must be in \(0, 1\], got 0.0"),
     (["image", "train", "--dataset", "digits", "--out", "x", "--kmeans-restarts", "0"],
      "--kmeans-restarts must be positive"),
 ])
 def test_bad_values_exit_2_with_a_message(argv, message, capsys):
     assert main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_finetune_step_reaches_the_recipe():
+    from hmmlvd.cli import build_parser
+    from hmmlvd.cli.image import recipe_config
+
+    def parsed(*flags):
+        return recipe_config(build_parser().parse_args(["image", "train", "--out", "x", *flags]))
+
+    assert parsed("--finetune-step", "0.1").finetune_schedule().start == 0.1
+    assert parsed().finetune_schedule().start == 0.3                        # tied presets: the recipe's default
 
 
 @pytest.mark.parametrize("flag, value", [("--latents", "vqvae"), ("--patch-states", "kmeans")])
