@@ -6,8 +6,8 @@ node's H×H products and scaling over a block of columns, so the node loop runs 
 and for leaves given as table rows it gathers them and adds their counts itself.
 
 The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and
-:func:`compile_flags` (``-O3 -march=native -fopenmp``, and reassociation, so that sums over H become vector
-reductions; no approximate reciprocals, NaNs and infinities kept; 512-bit vectors where the CPU has them), once per source, flags, compiler, CPU and
+:data:`COMPILE_FLAGS` (``-O3 -march=native -fopenmp``, and reassociation, so that sums over H become vector
+reductions; no approximate reciprocals, NaNs and infinities kept), once per source, flags, compiler, CPU and
 machine, into ``$HMMLVD_CACHE/kernels`` (default ``~/.cache/hmmlvd/kernels``); the library is written under a
 temporary name and renamed, so processes racing to build it are safe. ``HMMLVD_KERNELS=0`` turns the kernel off;
 without a compiler, or when the build fails (one warning), everything runs on the torch code.
@@ -56,18 +56,11 @@ def _cpu_flags() -> str:
         return ""
 
 
-def compile_flags() -> tuple[str, ...]:
-    """:data:`COMPILE_FLAGS`, and 512-bit vectors on an x86 CPU with AVX-512 (the compilers prefer 256 there, which
-    splits every row of H = 16 floats in two)."""
-    wide = platform.machine().lower() in ("x86_64", "amd64") and " avx512f" in _cpu_flags()
-    return COMPILE_FLAGS + (("-mprefer-vector-width=512",) if wide else ())
-
-
 def library_path(compiler: str) -> Path:
     """The cached library's path, named by a hash of the source, flags, compiler version, CPU and machine."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(b"\0".join(part.encode() for part in (
-        SOURCE.read_text(), " ".join(compile_flags()), version, _cpu_flags(), platform.machine()))).hexdigest()
+        SOURCE.read_text(), " ".join(COMPILE_FLAGS), version, _cpu_flags(), platform.machine()))).hexdigest()
     return cache_folder("kernels") / f"tree_kernel-{key[:20]}.so"
 
 
@@ -78,7 +71,7 @@ def build(compiler: str, target: Path) -> None:
         objects = []
         for real, suffix in PRECISIONS.values():
             objects.append(os.path.join(folder, f"{suffix}.o"))
-            subprocess.run([compiler, *compile_flags(), f"-DREAL={real}", f"-DSUFFIX={suffix}", "-c", str(SOURCE),
+            subprocess.run([compiler, *COMPILE_FLAGS, f"-DREAL={real}", f"-DSUFFIX={suffix}", "-c", str(SOURCE),
                             "-o", objects[-1]], capture_output=True, text=True, check=True)
         library = os.path.join(folder, target.name)
         subprocess.run([compiler, "-shared", "-fopenmp", *objects, "-o", library], capture_output=True, text=True,
