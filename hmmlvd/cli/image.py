@@ -138,8 +138,8 @@ def recipe_config(args) -> ImageRecipeConfig:
         args.preset, patch_size=args.patch_size, context=args.context, teacher_path=args.teacher,
         latents=args.latents or ("mae" if args.teacher else ImageRecipeConfig.latents),
         batch_size=args.batch_size, pseudocount=args.pseudocount, kmeans_backend=args.kmeans_backend,
-        patch_states=args.patch_states, finetune_step_start=args.finetune_step, models=models, seed=args.seed, device=args.device, cache_dir=args.cache_dir,
-        progress=not args.no_progress, **overrides)
+        patch_states=args.patch_states, finetune_step_start=args.finetune_step, models=models, seed=args.seed,
+        device=args.device, cache_dir=args.cache_dir, progress=not args.no_progress, **overrides)
 
 
 def run_train(args) -> int:
