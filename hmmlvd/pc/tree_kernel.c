@@ -7,13 +7,15 @@
  *
  * G trees share one structure of D nodes, hidden size H, M columns (examples) per tree. The values are a strided
  * [G, D, M, H] array (the last stride must be 1); every other array is contiguous:
- *     messages [D-1, G, M, H]  (messages[j] is what node order[j] sent to its parent)
  *     sums     [D, G, M]       (sums[j] the scale of node order[j], its message's largest entry; sums[D-1] the
  *                              root's sum)
  *     transitions [G, D-1, H_parent, H_child], root_weights [G, H], root_sums [G, M],
  *     root_scales [G, M] (the root flows divided by the root sums),
  *     transition_counts [G, D-1, H, H] and root_counts [G, H] (accumulated into; either may be NULL).
- * The math is exactly that of the torch passes: see tree_pass.py.
+ * The math is that of the torch passes (see tree_pass.py), except that no messages are stored: after the upward
+ * pass a node's scaled values x give the message it sent as w x, which the downward pass recomputes. Recomputing
+ * costs a third more arithmetic and saves writing and reading back as many numbers as the values hold, which on a
+ * CPU whose passes wait on memory is the larger cost.
  *
  * Leaves may be given as rows of a table (tree_pass.Leaves): leaf_table [T, D, K, H], leaf_index [S, D, M] (int64,
  * -1 for a missing value, whose leaf is 1) and leaf_trees [G] (the table entry of every tree; NULL: tree g reads
@@ -89,7 +91,6 @@ typedef struct {
     int64_t groups, nodes, columns, hidden;
     int64_t stride_group, stride_node, stride_column;     /* of the values, in elements (the hidden stride is 1) */
     REAL *values;
-    REAL *messages;
     REAL *sums;
     const REAL *transitions;
     const REAL *root_weights;
@@ -130,6 +131,24 @@ static Grid make_grid(const Pass *p, int threads) {
     return grid;
 }
 
+/* Rows of values: tree g, node v, column m at base + (g - g0) stride_group + v stride_node + (m - m0) stride_column
+ * (the values themselves, or a task's block of them in scratch memory). */
+typedef struct {
+    REAL *base;
+    int64_t stride_group, stride_node, stride_column, g0, m0;
+} View;
+
+INLINE REAL *row_at(const View *view, int64_t g, int64_t v, int64_t m) {
+    return view->base + (g - view->g0) * view->stride_group + v * view->stride_node + (m - view->m0) *
+           view->stride_column;
+}
+
+/* The values of the call. */
+static View values_view(const Pass *p) {
+    View view = {p->values, p->stride_group, p->stride_node, p->stride_column, 0, 0};
+    return view;
+}
+
 /* ---------------------------------------------------------------- leaves as table rows */
 
 /* The index of the columns of node v of tree g ([M]). */
@@ -144,15 +163,15 @@ INLINE int64_t leaf_entry(const Pass *p, int64_t g, int64_t v) {
     return (tree * p->nodes + v) * p->categories;
 }
 
-/* Write the leaves of trees [g0, g1), columns [m0, m1) into the values: table rows clamped at TINY, 1 if missing. */
-INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, int64_t H) {
+/* Write the leaves of trees [g0, g1), columns [m0, m1) into the view: table rows clamped at TINY, 1 if missing. */
+INLINE void gather_leaves(const Pass *p, const View *view, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
+                          int64_t H) {
     for (int64_t g = g0; g < g1; ++g)
         for (int64_t v = 0; v < p->nodes; ++v) {
             const int64_t *index = leaf_columns(p, g, v);
             const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
-            REAL *row = p->values + g * p->stride_group + v * p->stride_node;
             for (int64_t m = m0; m < m1; ++m) {
-                REAL *restrict x = row + m * p->stride_column;
+                REAL *restrict x = row_at(view, g, v, m);
                 if (index[m] < 0) {
                     for (int64_t h = 0; h < H; ++h) x[h] = 1;
                 } else {
@@ -164,15 +183,16 @@ INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
 }
 
-/* Add the flows of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed values. */
-INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int64_t m1, REAL *counts, int64_t H) {
+/* Add the flows (in the view) of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed
+ * values. */
+INLINE void scatter_leaves(const Pass *p, const View *view, int64_t g, int64_t v, int64_t m0, int64_t m1,
+                           REAL *counts, int64_t H) {
     const int64_t *index = leaf_columns(p, g, v);
     REAL *table = counts + leaf_entry(p, g, v) * H;
-    const REAL *row = p->values + g * p->stride_group + v * p->stride_node;
     for (int64_t m = m0; m < m1; ++m)
         if (index[m] >= 0) {
             REAL *restrict c = table + index[m] * H;
-            const REAL *restrict x = row + m * p->stride_column;
+            const REAL *restrict x = row_at(view, g, v, m);
 #pragma omp simd
             for (int64_t h = 0; h < H; ++h) c[h] += x[h];
         }
@@ -211,6 +231,17 @@ INLINE Vec16 max16(Vec16 a, Vec16 b) {
 }
 INLINE void store16(float *x, Vec16 v) { memcpy(x, &v, sizeof v); }
 
+/* v, opaque to the optimiser: with -fassociative-math it may regroup z (m s) as (z m) s, whose middle product can
+ * underflow where the scaled message m s was made to avoid just that. */
+INLINE Vec16 opaque16(Vec16 v) {
+#ifdef __AVX512F__
+    __asm__("" : "+v"(v));
+#else
+    __asm__("" : "+m"(v));
+#endif
+    return v;
+}
+
 /* The 4 x 4 matrix m as four vectors: rows[c] holds m[c][0..3] in every group of four lanes. */
 INLINE void tile_rows4(const float *restrict m, Vec16 rows[4]) {
     for (int c = 0; c < 4; ++c)
@@ -225,7 +256,7 @@ INLINE Vec16 products4(Vec16 v, const Vec16 rows[4]) {
 }
 
 /* Columns [0, count) (count a multiple of 4) of one node of one tree, as upward_columns with H = 4. */
-INLINE void upward_node4(float *restrict x, float *restrict y, float *restrict z, float *restrict sums,
+INLINE void upward_node4(float *restrict x, float *restrict z, float *restrict sums,
                          const float *restrict wt, int64_t count) {
     const Lanes16 flip1 = GROUPS4(FLIP1), flip2 = GROUPS4(FLIP2);
     const Vec16 tiny = {TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY,
@@ -239,24 +270,24 @@ INLINE void upward_node4(float *restrict x, float *restrict y, float *restrict z
         peak = max16(max16(peak, __builtin_shuffle(peak, flip2)), tiny);   /* every lane: its column's largest */
         for (int t = 0; t < 4; ++t) sums[m + t] = peak[4 * t];
         const Vec16 scale = 1 / peak;
-        const Vec16 message = out * scale;
+        const Vec16 message = opaque16(out * scale);
         store16(x + 4 * m, v * scale);
-        store16(y + 4 * m, message);
         store16(z + 4 * m, load16(z + 4 * m) * message);
     }
 }
 
 /* Columns [0, count) (count a multiple of 4) of one node of one tree, as downward_columns with H = 4; with outer
  * (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. */
-INLINE void downward_node4(float *restrict x, const float *restrict flow, const float *restrict sent,
-                           const float *restrict w, float *restrict outer, int64_t count) {
+INLINE void downward_node4(float *restrict x, const float *restrict flow, const float *restrict w,
+                           const float *restrict wt, float *restrict outer, int64_t count) {
     const Lanes16 turn1 = GROUPS4(TURN1), turn2 = GROUPS4(TURN2), turn3 = GROUPS4(TURN3);
-    Vec16 rows[4];
+    Vec16 rows[4], columns[4];
     tile_rows4(w, rows);
+    tile_rows4(wt, columns);
     Vec16 same = {0}, by1 = {0}, by2 = {0}, by3 = {0};        /* lane 4t + c: Σ ratio[(c + s) & 3] x[c] */
     for (int64_t m = 0; m < count; m += 4) {
-        const Vec16 ratio = load16(flow + 4 * m) / load16(sent + 4 * m);
         const Vec16 v = load16(x + 4 * m);
+        const Vec16 ratio = load16(flow + 4 * m) / products4(v, columns);       /* over the message sent, w x */
         if (outer) {
             same += ratio * v;
             by1 += __builtin_shuffle(ratio, turn1) * v;
@@ -273,8 +304,95 @@ INLINE void downward_node4(float *restrict x, const float *restrict flow, const 
                                                 + shifted[s][12 + c];
     }
 }
+
+/* ---------------------------------------------------------------- H = 16, one column per vector (GCC, float) */
+
+/* With H = 16 a row is one 16-number vector. The upward pass keeps the 16 rows of w transposed in registers and runs
+ * eight columns side by side (eight independent accumulators), and finds the eight columns' largest entries with
+ * one shuffle tree; the downward pass keeps the node's 16 x 16 outer products in registers across its columns. */
+#define TILE16 8
+
+/* Lane-wise max of the two halves picked by the masks from the 32 lanes of a and b. */
+INLINE Vec16 max_halves(Vec16 a, Vec16 b, Lanes16 first, Lanes16 second) {
+    return max16(__builtin_shuffle(a, b, first), __builtin_shuffle(a, b, second));
+}
+
+/* The largest entry of each of eight vectors: lane 2t of the result is that of out[t]. */
+INLINE Vec16 maxima8(const Vec16 out[8]) {
+    const Lanes16 half0 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    const Lanes16 half1 = half0 + 8;
+    const Lanes16 quarter0 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27};
+    const Lanes16 quarter1 = quarter0 + 4;
+    const Lanes16 eighth0 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29};
+    const Lanes16 eighth1 = eighth0 + 2;
+    const Lanes16 swap = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
+    Vec16 pairs[4], quads[2];
+    for (int t = 0; t < 4; ++t) pairs[t] = max_halves(out[2 * t], out[2 * t + 1], half0, half1);    /* 8 lanes each */
+    for (int t = 0; t < 2; ++t) quads[t] = max_halves(pairs[2 * t], pairs[2 * t + 1], quarter0, quarter1);
+    const Vec16 octet = max_halves(quads[0], quads[1], eighth0, eighth1);                    /* 2 lanes each */
+    return max16(octet, __builtin_shuffle(octet, swap));
+}
+
+/* Columns [0, count) (count a multiple of TILE16) of one node of one tree, as upward_columns with H = 16. */
+INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict sums,
+                          const float *restrict wt, int64_t count) {
+    Vec16 rows[16];
+    for (int c = 0; c < 16; ++c) rows[c] = load16(wt + 16 * c);
+    const Vec16 tiny = {TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY,
+                        TINY};
+    for (int64_t m = 0; m < count; m += TILE16) {
+        const float *restrict v = x + 16 * m;
+        Vec16 out[TILE16];
+        for (int t = 0; t < TILE16; ++t) out[t] = v[16 * t] * rows[0];
+        for (int c = 1; c < 16; ++c)
+            for (int t = 0; t < TILE16; ++t) out[t] += v[16 * t + c] * rows[c];
+        const Vec16 peak = max16(maxima8(out), tiny);
+        float scales[16];
+        store16(scales, 1 / peak);
+        for (int t = 0; t < TILE16; ++t) {
+            const int64_t at = 16 * (m + t);
+            sums[m + t] = peak[2 * t];
+            const Vec16 message = opaque16(out[t] * scales[2 * t]);
+            store16(x + at, load16(x + at) * scales[2 * t]);
+            store16(z + at, load16(z + at) * message);
+        }
+    }
+}
+
+/* Columns [0, count) (count a multiple of 4) of one node of one tree, as downward_columns with H = 16; with outer
+ * (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. */
+INLINE void downward_node16(float *restrict x, const float *restrict flow, const float *restrict w,
+                            const float *restrict wt, float *restrict outer, int64_t count) {
+    Vec16 sum[16] = {0};                                        /* sum[a]: Σ_m ratio_m[a] x_m */
+    for (int64_t m = 0; m < count; m += 4) {
+        float ratio[4 * 16];
+        Vec16 v[4], sent[4], back[4] = {0};
+        for (int t = 0; t < 4; ++t) {
+            v[t] = load16(x + 16 * (m + t));
+            sent[t] = x[16 * (m + t)] * load16(wt);
+        }
+        for (int c = 1; c < 16; ++c) {                          /* the messages sent, w x */
+            const Vec16 row = load16(wt + 16 * c);
+            for (int t = 0; t < 4; ++t) sent[t] += x[16 * (m + t) + c] * row;
+        }
+        for (int t = 0; t < 4; ++t) store16(ratio + 16 * t, load16(flow + 16 * (m + t)) / sent[t]);
+        for (int a = 0; a < 16; ++a) {
+            const Vec16 row = load16(w + 16 * a);
+            for (int t = 0; t < 4; ++t) {
+                const float r = ratio[16 * t + a];
+                if (outer) sum[a] += r * v[t];
+                back[t] += r * row;
+            }
+        }
+        for (int t = 0; t < 4; ++t) store16(x + 16 * (m + t), v[t] * back[t]);
+    }
+    if (outer)
+        for (int a = 0; a < 16; ++a) store16(outer + 16 * a, load16(outer + 16 * a) + sum[a]);
+}
+#define PACKED16 1
 #else
 #define PACKED4 0
+#define PACKED16 0
 #endif
 
 /* ---------------------------------------------------------------- upward */
@@ -303,6 +421,12 @@ INLINE REAL normalize(REAL *restrict x, int64_t H) {
     return sum;
 }
 
+/* wt = w transposed (H x H): wt[c][a] = w[a][c]. */
+INLINE void transpose(const REAL *restrict w, REAL *restrict wt, int64_t H) {
+    for (int64_t a = 0; a < H; ++a)
+        for (int64_t c = 0; c < H; ++c) wt[c * H + a] = w[a * H + c];
+}
+
 /* out[t] = Σ_c v[t][c] m[c] for T H-rows v[t] (stride apart) and the H x H matrix m, as axpys over m's rows: the
  * T products run side by side, T independent accumulators sharing each row of m. */
 INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *restrict m, REAL *restrict out,
@@ -318,12 +442,12 @@ INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *res
     }
 }
 
-/* T columns (rows x, y, z of the first; the next ones a column stride, or H for y, apart) of one node of one
- * tree: write the messages y = w x (wt: w transposed) divided by their largest entry, divide the node's rows x by
- * the same (these scales into sums[0..T)) and multiply the messages into the parent's rows z. The products w x
- * run T side by side in out (T*H scratch). */
-INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z, int64_t stride,
-                           REAL *restrict sums, const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
+/* T columns (rows x and z of the first; the next ones a column stride apart) of one node of one tree: the
+ * messages w x (wt: w transposed), divided by their largest entry, are multiplied into the parent's rows z, and the
+ * node's rows x are divided by the same (these scales into sums[0..T)), so that w x is then the message sent. The
+ * products w x run T side by side in out (T*H scratch). */
+INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, REAL *restrict sums,
+                           const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
     row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
     for (int64_t t = 0; t < T; ++t) {
         REAL *restrict row = x + t * stride;
@@ -332,8 +456,8 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z,
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {
             row[a] *= scale;
-            y[t * H + a] = out[t * H + a] * scale;
-            z[t * stride + a] *= y[t * H + a];
+            out[t * H + a] *= scale;                    /* kept: z (out scale), not (z out) scale, which may underflow */
+            z[t * stride + a] *= out[t * H + a];
         }
     }
 }
@@ -341,41 +465,43 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict y, REAL *restrict z,
 /* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch holds H*H + TILE*H numbers. */
 INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict scratch,
                         int64_t H) {
-    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
+    const int64_t G = p->groups, M = p->columns, D = p->nodes;
     REAL *restrict wt = scratch, *restrict out = scratch + H * H;
-    if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
+    const View work = values_view(p);
+    const int64_t stride = work.stride_column;
+    if (p->leaf_table) gather_leaves(p, &work, g0, g1, m0, m1, H);
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
         for (int64_t g = g0; g < g1; ++g) {
             const REAL *w = p->transitions + ((g * (D - 1) + p->rows[node]) * H) * H;
-            for (int64_t a = 0; a < H; ++a)                       /* wt[c][a] = w[a][c] */
-                for (int64_t c = 0; c < H; ++c) wt[c * H + a] = w[a * H + c];
-            REAL *below = p->values + g * p->stride_group + node * p->stride_node;
-            REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
-            REAL *message = p->messages + ((j * G + g) * M) * H;
-            REAL *sums = p->sums + (j * G + g) * M;
-            int64_t m = m0;
+            transpose(w, wt, H);
+            REAL *below = row_at(&work, g, node, m0), *above = row_at(&work, g, parent, m0);
+            REAL *sums = p->sums + (j * G + g) * M + m0;
+            const int64_t count = m1 - m0;
+            int64_t i = 0;                                            /* columns m0 + i */
 #if PACKED4
             if (H == 4 && stride == 4) {
-                const int64_t count = (m1 - m0) & ~(int64_t)3;
-                upward_node4(below + m * 4, message + m * 4, above + m * 4, sums + m, wt, count);
-                m += count;
+                i = count & ~(int64_t)3;
+                upward_node4(below, above, sums, wt, i);
             }
 #endif
-            for (; m + TILE <= m1; m += TILE)
-                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
-                               TILE, H);
-            for (; m < m1; ++m)
-                upward_columns(below + m * stride, message + m * H, above + m * stride, stride, sums + m, wt, out,
-                               1, H);
+#if PACKED16
+            if (H == 16 && stride == 16) {
+                i = count / TILE16 * TILE16;
+                upward_node16(below, above, sums, wt, i);
+            }
+#endif
+            for (; i + TILE <= count; i += TILE)
+                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, TILE, H);
+            for (; i < count; ++i)
+                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, 1, H);
         }
     }
     for (int64_t g = g0; g < g1; ++g) {
-        REAL *top = p->values + g * p->stride_group + p->root * p->stride_node;
         const REAL *weights = p->root_weights + g * H;
         REAL *sums = p->sums + ((D - 1) * G + g) * M;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = top + m * stride;
+            REAL *restrict x = row_at(&work, g, p->root, m);
             sums[m] = normalize(x, H);
             REAL total = 0;
             for (int64_t h = 0; h < H; ++h) total += x[h] * weights[h];
@@ -409,15 +535,16 @@ static UpwardTask upward_for(int64_t hidden) {
 
 /* ---------------------------------------------------------------- downward */
 
-/* T columns (rows x, flow, sent of the first; the next ones a column stride, or H for sent, apart) of one node of
- * one tree: ratio = parent flow / message sent; when outer is not NULL, outer += Σ_t ratio_t ⊗ x_t; then
- * x *= ratio w. ratio and back are T*H scratch; the T products ratio w run side by side. */
-INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const REAL *restrict sent, int64_t stride,
-                             const REAL *restrict w, REAL *restrict outer, REAL *restrict ratio,
+/* T columns (rows x and flow of the first; the next ones a column stride apart) of one node of one tree: ratio =
+ * parent flow / message sent (w x, recomputed; wt: w transposed); when outer is not NULL, outer += Σ_t ratio_t ⊗
+ * x_t; then x *= ratio w. ratio and back are T*H scratch; the T products run side by side. */
+INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, int64_t stride, const REAL *restrict w,
+                             const REAL *restrict wt, REAL *restrict outer, REAL *restrict ratio,
                              REAL *restrict back, int64_t T, int64_t H) {
+    row_products(x, stride, wt, back, T, H);                   /* back = w x, the messages sent */
     for (int64_t t = 0; t < T; ++t)
 #pragma omp simd
-        for (int64_t a = 0; a < H; ++a) ratio[t * H + a] = flow[t * stride + a] / sent[t * H + a];
+        for (int64_t a = 0; a < H; ++a) ratio[t * H + a] = flow[t * stride + a] / back[t * H + a];
     if (outer)
         for (int64_t a = 0; a < H; ++a) {
             REAL *restrict line = outer + a * H;
@@ -434,20 +561,22 @@ INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, const 
 }
 
 /* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts,
- * root_counts and leaf_counts (any may be NULL); scratch holds H*H + 2*TILE*H numbers. */
+ * root_counts and leaf_counts (any may be NULL); scratch holds 2*H*H + 2*TILE*H numbers. */
 INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
                           REAL *transition_counts, REAL *root_counts, REAL *leaf_counts, REAL *restrict scratch,
                           int64_t H) {
-    const int64_t G = p->groups, M = p->columns, D = p->nodes, stride = p->stride_column;
+    const int64_t M = p->columns, D = p->nodes;
     REAL *restrict outer = scratch;                   /* Σ_m ratio[m] ⊗ below[m], [H_parent, H_child] */
-    REAL *restrict ratio = scratch + H * H;
+    REAL *restrict wt = outer + H * H;
+    REAL *restrict ratio = wt + H * H;
     REAL *restrict back = ratio + TILE * H;
+    const View work = values_view(p);
+    const int64_t stride = work.stride_column;
     for (int64_t g = g0; g < g1; ++g) {
-        REAL *top = p->values + g * p->stride_group + p->root * p->stride_node;
         const REAL *weights = p->root_weights + g * H;
         for (int64_t h = 0; h < H; ++h) back[h] = 0;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = top + m * stride;
+            REAL *restrict x = row_at(&work, g, p->root, m);
             const REAL scale = p->root_scales[g * M + m];
             for (int64_t h = 0; h < H; ++h) {
                 x[h] = x[h] * weights[h] * scale;
@@ -456,38 +585,46 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
         if (root_counts)
             for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
-        if (leaf_counts) scatter_leaves(p, g, p->root, m0, m1, leaf_counts, H);
+        if (leaf_counts) scatter_leaves(p, &work, g, p->root, m0, m1, leaf_counts, H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
     for (int64_t j = D - 2; j >= 0; --j) {
         const int64_t node = p->order[j], parent = p->parents[node], row = p->rows[node];
         for (int64_t g = g0; g < g1; ++g) {
             const REAL *restrict w = p->transitions + ((g * (D - 1) + row) * H) * H;
-            REAL *below = p->values + g * p->stride_group + node * p->stride_node;
-            const REAL *above = p->values + g * p->stride_group + parent * p->stride_node;
-            const REAL *message = p->messages + ((j * G + g) * M) * H;
+            transpose(w, wt, H);
+            REAL *below = row_at(&work, g, node, m0);
+            const REAL *above = row_at(&work, g, parent, m0);
             if (counted)
                 for (int64_t e = 0; e < H * H; ++e) outer[e] = 0;
-            int64_t m = m0;
+            const int64_t count = m1 - m0;
+            int64_t i = 0;                                            /* columns m0 + i */
 #if PACKED4
             if (H == 4 && stride == 4) {
-                const int64_t count = (m1 - m0) & ~(int64_t)3;
-                downward_node4(below + m * 4, above + m * 4, message + m * 4, w, counted, count);
-                m += count;
+                i = count & ~(int64_t)3;
+                downward_node4(below, above, w, wt, counted, i);
             }
 #endif
-            for (; m + TILE <= m1; m += TILE)
-                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
-                                 back, TILE, H);
-            for (; m < m1; ++m)
-                downward_columns(below + m * stride, above + m * stride, message + m * H, stride, w, counted, ratio,
-                                 back, 1, H);
+#if PACKED16
+            if (H == 16 && stride == 16) {
+                i = count & ~(int64_t)3;
+                if (counted)                                  /* two copies, each without the other's test */
+                    downward_node16(below, above, w, wt, counted, i);
+                else
+                    downward_node16(below, above, w, wt, NULL, i);
+            }
+#endif
+            for (; i + TILE <= count; i += TILE)
+                downward_columns(below + i * stride, above + i * stride, stride, w, wt, counted, ratio, back, TILE,
+                                 H);
+            for (; i < count; ++i)
+                downward_columns(below + i * stride, above + i * stride, stride, w, wt, counted, ratio, back, 1, H);
             if (counted) {
                 REAL *restrict counts = transition_counts + ((g * (D - 1) + row) * H) * H;
 #pragma omp simd
                 for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
             }
-            if (leaf_counts) scatter_leaves(p, g, node, m0, m1, leaf_counts, H);
+            if (leaf_counts) scatter_leaves(p, &work, g, node, m0, m1, leaf_counts, H);
         }
     }
 }
@@ -551,16 +688,16 @@ static int thread_number(void) {
 #endif
 }
 
-/* The upward pass: scales the values in place, writes messages, sums and root_sums. With leaf_table (else
+/* The upward pass: scales the values in place, writes sums and root_sums. With leaf_table (else
  * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). Returns 0, or
  * -1 when scratch memory could not be allocated (nothing is written then). */
-int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *messages,
-                        REAL *sums, const REAL *transitions, const REAL *root_weights, REAL *root_sums,
+int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *sums,
+                        const REAL *transitions, const REAL *root_weights, REAL *root_sums,
                         const REAL *leaf_table, const int64_t *leaf_index, const int64_t *leaf_trees,
                         const int64_t *leaf_shape, const int64_t *order, const int64_t *parents, const int64_t *rows,
                         int64_t root, int num_threads) {
     Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
-    p.messages = messages, p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
+    p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
     p.root_sums = root_sums, p.leaf_table = leaf_table;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
@@ -587,18 +724,18 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
  * the root sums) and adds the expected counts into transition_counts, root_counts and leaf_counts (any may be
  * NULL; leaf_counts [T, D, K, H] needs leaf_index, and leaf_trees NULL). Returns 0, or -1 when scratch memory
  * could not be allocated (nothing is written then). */
-int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides, const REAL *messages,
+int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides,
                           const REAL *transitions, const REAL *root_weights, const REAL *root_scales,
-                          REAL *transition_counts, REAL *root_counts, REAL *leaf_counts, const int64_t *leaf_index,
-                          const int64_t *leaf_trees, const int64_t *leaf_shape, const int64_t *order,
+                          REAL *transition_counts, REAL *root_counts, REAL *leaf_counts,
+                          const int64_t *leaf_index, const int64_t *leaf_trees, const int64_t *leaf_shape, const int64_t *order,
                           const int64_t *parents, const int64_t *rows, int64_t root, int num_threads) {
     Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
-    p.messages = (REAL *)messages, p.transitions = transitions, p.root_weights = root_weights;
+    p.transitions = transitions, p.root_weights = root_weights;
     p.root_scales = root_scales;
     if (leaf_counts && (!leaf_index || leaf_trees)) return -2;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
-    const int64_t H = p.hidden, scratch_size = H * H + 2 * TILE * H;
+    const int64_t H = p.hidden, scratch_size = 2 * H * H + 2 * TILE * H;
     /* split: one task per (block of trees, block of columns); else one per block of trees, which owns its counts */
     const int64_t tasks = grid.split ? grid.group_blocks * grid.column_blocks : grid.group_blocks;
     const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;

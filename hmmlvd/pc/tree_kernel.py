@@ -83,10 +83,10 @@ def _declare(library: ctypes.CDLL) -> None:
     pointer, integer = ctypes.c_void_p, ctypes.c_int64
     for _, suffix in PRECISIONS.values():
         upward_function = getattr(library, f"hmmlvd_upward_{suffix}")
-        upward_function.argtypes = [pointer] * 15 + [integer, ctypes.c_int]
+        upward_function.argtypes = [pointer] * 14 + [integer, ctypes.c_int]
         upward_function.restype = ctypes.c_int
         downward_function = getattr(library, f"hmmlvd_downward_{suffix}")
-        downward_function.argtypes = [pointer] * 16 + [integer, ctypes.c_int]
+        downward_function.argtypes = [pointer] * 15 + [integer, ctypes.c_int]
         downward_function.restype = ctypes.c_int
 
 
@@ -176,27 +176,29 @@ def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
         raise ValueError(f"the tree-pass kernel refused its arguments (status {status})")
 
 
-def upward(plan, values: Tensor, messages: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor,
-           root_sums: Tensor, leaves=None) -> None:
+def upward(plan, values: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor, root_sums: Tensor,
+           leaves=None) -> None:
     """The upward pass of :func:`.tree_pass.upward` in C: scales ``values`` [G, D, M, H] (any strides, unit
-    over H) in place and writes ``messages`` [D-1, G, M, H], ``sums`` [D, G, M] (node ``plan.order[j]``'s in row
-    j, the root's last) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. With
-    ``leaves`` (:class:`.tree_pass.Leaves`), the values are first filled with the leaves gathered from its table."""
-    _run("upward", plan, values, {"messages": messages, "sums": sums, "transitions": transitions,
+    over H) in place and writes ``sums`` [D, G, M] (node ``plan.order[j]``'s in row j, the root's last) and
+    ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. No messages are written: the
+    message node v sent is ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`),
+    the values are first filled with the leaves gathered from its table."""
+    _run("upward", plan, values, {"sums": sums, "transitions": transitions,
                                   "root_weights": root_weights, "root_sums": root_sums,
                                   "leaf_table": None if leaves is None else leaves.table,
                                   **_leaf_arguments(leaves, values.dtype)})
 
 
-def downward(plan, values: Tensor, messages: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
+def downward(plan, values: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
              transition_counts: Tensor | None, root_counts: Tensor | None, leaves=None,
              leaf_counts: Tensor | None = None) -> None:
     """The downward pass of :func:`.tree_pass.downward` in C: turns ``values`` [G, D, M, H] of :func:`upward` into
-    flows in place, given its ``messages`` and ``root_scales`` [G, M] (the root flows over the root sums); adds
+    flows in place (recomputing the messages from them), given ``root_scales`` [G, M] (the root flows over the
+    root sums); adds
     the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H] (contiguous) when
     given, and every observed leaf's flow into ``leaf_counts`` (shaped like ``leaves.table``, whose ``trees`` must
     be None) when given."""
-    _run("downward", plan, values, {"messages": messages, "transitions": transitions, "root_weights": root_weights,
+    _run("downward", plan, values, {"transitions": transitions, "root_weights": root_weights,
                                     "root_scales": root_scales, "transition_counts": transition_counts,
                                     "root_counts": root_counts, "leaf_counts": leaf_counts,
                                     **_leaf_arguments(leaves, values.dtype)})

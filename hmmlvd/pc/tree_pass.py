@@ -169,12 +169,13 @@ class TreePass:
     """What the upward pass leaves for the downward one.
 
     ``values[g, v, m]`` is the value of the subtree of ``v`` given ``h_v`` (leaf times the messages of its
-    children) divided by its sum over ``h_v``; ``messages[j]`` ``[G, M, H_parent]`` is what the node
-    ``plan.order[j]`` sent to its parent, ``Σ_h p(h | h_parent) values[:, v, :, h]``.
+    children), scaled; ``messages[j]`` ``[G, M, H_parent]`` is what the node ``v = plan.order[j]`` sent to its
+    parent, ``Σ_h p(h | h_parent) values[:, v, :, h]``. Only the torch code keeps the messages; after the C kernel
+    they are None (the downward pass recomputes them from the values).
     """
 
     values: Tensor                  # [G, D, M, H]
-    messages: Tensor | list         # [D-1, G, M, H]; [] once the downward pass has used them
+    messages: Tensor | list | None  # [D-1, G, M, H] or None; [] once the downward pass has used them
     root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
     leaves: Leaves | None = None    # the table rows the leaves came from, if they did
@@ -203,13 +204,13 @@ def upward(plan: TreePlan, leaf: Tensor | Leaves, transitions: Tensor, root_weig
     else:
         values = leaf
     groups, num_nodes, columns, hidden = values.shape
-    messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
     sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
     if tree_kernel.supports(values, transitions, root_weights, *([] if leaves is None else [leaves.table])):
-        root_sums = values.new_empty(groups, columns)
-        tree_kernel.upward(plan, values, messages, sums, transitions.contiguous(), root_weights.contiguous(),
-                           root_sums, leaves)
+        messages, root_sums = None, values.new_empty(groups, columns)
+        tree_kernel.upward(plan, values, sums, transitions.contiguous(), root_weights.contiguous(), root_sums,
+                           leaves)
     else:
+        messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
         if leaves is not None:
             leaves.gather(values)
         root_sums = _torch_upward(plan, values, messages, sums, transitions, root_weights)
@@ -252,9 +253,8 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
     if tree_kernel.supports(values, transitions, root_weights):
         fused = leaf_counts if leaves is not None and leaves.trees is None else None
         own = [_accumulator(counts, values) for counts in (transition_counts, root_counts, fused)]
-        tree_kernel.downward(plan, values, forward.messages, transitions.contiguous(),
-                             root_weights.contiguous(), scales.to(values.dtype).contiguous(), *own[:2], leaves,
-                             own[2])
+        tree_kernel.downward(plan, values, transitions.contiguous(), root_weights.contiguous(),
+                             scales.to(values.dtype).contiguous(), *own[:2], leaves, own[2])
         for counts, accumulated in zip((transition_counts, root_counts, fused), own):
             if counts is not None and accumulated is not counts:
                 counts += accumulated
@@ -273,16 +273,21 @@ def _torch_downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root
                     transition_counts: Tensor | None, root_counts: Tensor | None,
                     workspace: Workspace | None) -> None:
     """:func:`downward` in torch ops, given the root flows over the root sums, ``scales`` [G, M]."""
-    values = forward.values
+    values, messages = forward.values, forward.messages
     back = empty(workspace, "back", values[:, 0].shape, values)
     top = values[:, plan.root]
     top.mul_(root_weights[:, None, :]).mul_(scales[..., None])
     if root_counts is not None:
         root_counts += top.sum(1)
-    for node, message in zip(reversed(plan.order), forward.messages.unbind(0)[::-1]):      # views, no copy
-        ratio = torch.div(values[:, plan.parents[node]], message, out=message)          # [G, M, Hp]
+    for j in reversed(range(len(plan.order))):
+        node = plan.order[j]
         below = values[:, node]                                                         # [G, M, Hc]
         weights = transitions[:, plan.rows[node]]
+        if messages is None:                                                            # a pass of the kernel
+            message = torch.bmm(below, weights.transpose(1, 2), out=empty(workspace, "message", below.shape, values))
+        else:
+            message = messages[j]                                                       # a view, no copy
+        ratio = torch.div(values[:, plan.parents[node]], message, out=message)          # [G, M, Hp]
         if transition_counts is not None:
             transition_counts[:, plan.rows[node]].addcmul_(weights, torch.bmm(ratio.transpose(1, 2), below))
         below.mul_(torch.bmm(ratio, weights, out=back))

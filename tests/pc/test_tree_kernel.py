@@ -46,15 +46,17 @@ def tree_inputs(parents, groups, columns, hidden, dtype, seed=0):
                                   root / root.sum(-1, keepdim=True), flows)]
 
 
-def run_passes(parents, leaf, transitions, root, root_flows, counts, kernel_up, kernel_down, monkeypatch):
-    """(log-likelihood, values and messages after the upward pass, flows, transition counts, root counts), each
+def run_passes(parents, leaf, transitions, root, root_flows, counts, kernel_up, kernel_down, monkeypatch,
+               contiguous=False):
+    """(log-likelihood, values and messages sent after the upward pass, flows, transition counts, root counts), each
     pass on the kernel or the torch code as asked."""
-    plan, buffer = plan_tree(parents), leaf.clone()
+    plan = plan_tree(parents)
+    buffer = leaf.permute(2, 0, 1, 3).contiguous() if contiguous else leaf.clone()
     with monkeypatch.context() as patch:
         if not kernel_up:
             patch.setattr(tree_kernel, "available", lambda: False)
-        passed = upward(plan, buffer.permute(2, 0, 1, 3), transitions, root)
-    after_up = (passed.values.clone(), passed.messages.clone())
+        passed = upward(plan, buffer if contiguous else buffer.permute(2, 0, 1, 3), transitions, root)
+    after_up = (passed.values.clone(), sent_messages(plan, passed, transitions))
     transition_counts = torch.full_like(transitions, 0.5) if counts else None
     root_counts = torch.full_like(root, 0.25) if counts else None
     with monkeypatch.context() as patch:
@@ -64,6 +66,16 @@ def run_passes(parents, leaf, transitions, root, root_flows, counts, kernel_up, 
                          root_counts=root_counts)
     assert flows.data_ptr() == buffer.data_ptr() and passed.messages == []
     return passed.log_likelihood, *after_up, flows, transition_counts, root_counts
+
+
+def sent_messages(plan, passed, transitions):
+    """The messages [D-1, G, M, H] of an upward pass: the torch code's, checked against the values (the message
+    node v sent is w_v times its values); the kernel keeps none, so they come from its values."""
+    from_values = torch.stack([passed.values[:, node] @ transitions[:, plan.rows[node]].transpose(1, 2)
+                               for node in plan.order])
+    if passed.messages is not None:
+        torch.testing.assert_close(from_values, passed.messages)
+    return from_values
 
 
 def assert_passes_close(got, expected, tolerance):
@@ -85,6 +97,18 @@ def test_kernel_matches_torch_passes(tree, groups, hidden, dtype, counts, monkey
     inputs = tree_inputs(TREES[tree], groups, 7, hidden, dtype, seed=groups * hidden)
     expected = run_passes(TREES[tree], *inputs, counts, False, False, monkeypatch)
     got = run_passes(TREES[tree], *inputs, counts, True, True, monkeypatch)
+    assert_passes_close(got, expected, 1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden", [4, 16])
+@pytest.mark.parametrize("tree", ["random 16", "star", "chain"])
+def test_contiguous_rows_match_torch_passes(tree, hidden, dtype, monkeypatch):
+    # contiguous [G, D, M, H] values: H = 4 and 16 run the packed float32 paths (four or eight columns at a time),
+    # and 21 columns leave a remainder to the generic loops
+    inputs = tree_inputs(TREES[tree], 3, 21, hidden, dtype, seed=hidden)
+    expected = run_passes(TREES[tree], *inputs, True, False, False, monkeypatch, contiguous=True)
+    got = run_passes(TREES[tree], *inputs, True, True, True, monkeypatch, contiguous=True)
     assert_passes_close(got, expected, 1e-5 if dtype == torch.float32 else 1e-12)
 
 

@@ -94,14 +94,15 @@ def test_node_major_values_match_naive_log_space_recursion(tree, dtype, toleranc
     torch.testing.assert_close(transition_counts.double(), expected_transitions, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(root_counts.double(), expected_root, rtol=tolerance, atol=tolerance)
 
-def test_log_scale_and_tiny_leaves():
+@pytest.mark.parametrize("hidden, columns", [(4, 5), (16, 13)])      # the kernel's packed rows, and the rest
+def test_log_scale_and_tiny_leaves(hidden, columns):
     # leaves far below float32's range once multiplied over the tree: the pass rescales every node
     parents = TREES["chain"]
-    leaf, transitions, root = random_tree_inputs(parents, seed=2)
+    leaf, transitions, root = random_tree_inputs(parents, columns=columns, hidden=hidden, seed=2)
     small = leaf * 1e-30
     expected = naive_log_likelihood(parents, small.log(), transitions.log(), root.log())
     passed = upward(plan_tree(parents), small.float(), transitions.float(), root.float(),
-                    log_scale=torch.full((3, 5), 2.0))
+                    log_scale=torch.full((3, columns), 2.0))
     torch.testing.assert_close(passed.log_likelihood.double(), expected + 2.0, rtol=1e-6, atol=1e-4)
 
 
