@@ -359,32 +359,33 @@ INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict 
     }
 }
 
-/* Columns [0, count) (count a multiple of 4) of one node of one tree, as downward_columns with H = 16; with outer
- * (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. */
+/* Columns [0, count) (count a multiple of TILE16) of one node of one tree, as downward_columns with H = 16; with
+ * outer (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. Each product runs as its own phase over the tile's
+ * columns, so that every phase has eight or sixteen independent sums in flight. */
 INLINE void downward_node16(float *restrict x, const float *restrict flow, const float *restrict w,
                             const float *restrict wt, float *restrict outer, int64_t count) {
     Vec16 sum[16] = {0};                                        /* sum[a]: Σ_m ratio_m[a] x_m */
-    for (int64_t m = 0; m < count; m += 4) {
-        float ratio[4 * 16];
-        Vec16 v[4], sent[4], back[4] = {0};
-        for (int t = 0; t < 4; ++t) {
-            v[t] = load16(x + 16 * (m + t));
-            sent[t] = x[16 * (m + t)] * load16(wt);
-        }
+    for (int64_t m = 0; m < count; m += TILE16) {
+        const float *restrict v = x + 16 * m;
+        float ratio[TILE16 * 16];
+        Vec16 acc[TILE16];
+        for (int t = 0; t < TILE16; ++t) acc[t] = v[16 * t] * load16(wt);
         for (int c = 1; c < 16; ++c) {                          /* the messages sent, w x */
             const Vec16 row = load16(wt + 16 * c);
-            for (int t = 0; t < 4; ++t) sent[t] += x[16 * (m + t) + c] * row;
+            for (int t = 0; t < TILE16; ++t) acc[t] += v[16 * t + c] * row;
         }
-        for (int t = 0; t < 4; ++t) store16(ratio + 16 * t, load16(flow + 16 * (m + t)) / sent[t]);
-        for (int a = 0; a < 16; ++a) {
-            const Vec16 row = load16(w + 16 * a);
-            for (int t = 0; t < 4; ++t) {
-                const float r = ratio[16 * t + a];
-                if (outer) sum[a] += r * v[t];
-                back[t] += r * row;
+        for (int t = 0; t < TILE16; ++t) store16(ratio + 16 * t, load16(flow + 16 * (m + t)) / acc[t]);
+        if (outer)
+            for (int t = 0; t < TILE16; ++t) {
+                const Vec16 below = load16(v + 16 * t);
+                for (int a = 0; a < 16; ++a) sum[a] += ratio[16 * t + a] * below;
             }
+        for (int t = 0; t < TILE16; ++t) acc[t] = ratio[16 * t] * load16(w);
+        for (int a = 1; a < 16; ++a) {                          /* ratio w */
+            const Vec16 row = load16(w + 16 * a);
+            for (int t = 0; t < TILE16; ++t) acc[t] += ratio[16 * t + a] * row;
         }
-        for (int t = 0; t < 4; ++t) store16(x + 16 * (m + t), v[t] * back[t]);
+        for (int t = 0; t < TILE16; ++t) store16(x + 16 * (m + t), load16(v + 16 * t) * acc[t]);
     }
     if (outer)
         for (int a = 0; a < 16; ++a) store16(outer + 16 * a, load16(outer + 16 * a) + sum[a]);
@@ -607,7 +608,7 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
 #endif
 #if PACKED16
             if (H == 16 && stride == 16) {
-                i = count & ~(int64_t)3;
+                i = count / TILE16 * TILE16;
                 if (counted)                                  /* two copies, each without the other's test */
                     downward_node16(below, above, w, wt, counted, i);
                 else
