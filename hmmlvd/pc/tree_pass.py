@@ -20,7 +20,9 @@ them and the downward pass adds their flows into counts of the table's shape.
 
 On the CPU, :func:`upward` and :func:`downward` over float32 or float64 trees run the C kernel of
 :mod:`.tree_kernel` when it is available (same math and results, to rounding; each node's steps fused over a
-block of columns); elsewhere, and with ``HMMLVD_KERNELS=0``, the torch code below.
+block of columns). The kernel keeps no messages: the message node ``v`` sent is ``values[:, v] @ w_vᵀ``, which
+the downward pass recomputes, a third more arithmetic for not writing and reading back a buffer as large as the
+values (``TreePass.messages`` is then None). Elsewhere, and with ``HMMLVD_KERNELS=0``, the torch code below.
 """
 from __future__ import annotations
 
