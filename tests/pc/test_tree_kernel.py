@@ -202,9 +202,10 @@ def test_kernel_matches_brute_force(dtype, tolerance):
         torch.testing.assert_close(got.double(), reference, rtol=tolerance, atol=tolerance, msg=name)
 
 
+@pytest.mark.parametrize("hidden", [5, 16])                   # 16: the packed rows (tied 30 columns, untied 10)
 @pytest.mark.parametrize("tied", [True, False])
-def test_patch_circuit_counts_match_torch(tied, monkeypatch):
-    config = pc.PatchCircuitConfig(num_patches=3, values_per_patch=6, num_clusters=4, hidden_size=5,
+def test_patch_circuit_counts_match_torch(tied, hidden, monkeypatch):
+    config = pc.PatchCircuitConfig(num_patches=3, values_per_patch=6, num_clusters=4, hidden_size=hidden,
                                    latent_hidden_size=3, num_categories=7, tied=tied,
                                    value_parents=(-1, 0, 0, 1, 1, 2))
     circuit = pc.PatchCircuit(config, seed=2)
