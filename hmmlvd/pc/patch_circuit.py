@@ -40,11 +40,11 @@ class PatchCircuit:
     """A patch circuit (see the module docstring) with parameters drawn from ``seed``.
 
     Batches are evaluated in chunks of at most about ``chunk_elements`` values per buffer, which bounds memory (one
-    buffer of that size, the values, with the C kernel; two, values and messages, with the torch code). The passes work through each tree's rows in cache-sized
-    blocks whatever the chunk. By default (None) a chunk holds :data:`CHUNK_ELEMENTS` values, or at least
-    :data:`CHUNK_EXAMPLES` examples while that stays within :data:`MAX_CHUNK_ELEMENTS`: the latent pass and its
-    count updates, whose cost per chunk grows with the latent hidden size squared, then run over many examples at
-    once (bench/RESULTS.md).
+    buffer of that size, the values, with the C kernel; two, values and messages, with the torch code). The passes
+    work through each tree's rows in cache-sized blocks whatever the chunk. By default (None) a chunk holds
+    :data:`CHUNK_ELEMENTS` values, or at least :data:`CHUNK_EXAMPLES` examples while that stays within
+    :data:`MAX_CHUNK_ELEMENTS`: the latent pass and its count updates, whose cost per chunk grows with the latent
+    hidden size squared, then run over many examples at once (bench/RESULTS.md).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",

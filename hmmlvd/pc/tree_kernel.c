@@ -132,22 +132,9 @@ static Grid make_grid(const Pass *p, int threads) {
     return grid;
 }
 
-/* Rows of values: tree g, node v, column m at base + (g - g0) stride_group + v stride_node + (m - m0) stride_column
- * (the values themselves, or a task's block of them in scratch memory). */
-typedef struct {
-    REAL *base;
-    int64_t stride_group, stride_node, stride_column, g0, m0;
-} View;
-
-INLINE REAL *row_at(const View *view, int64_t g, int64_t v, int64_t m) {
-    return view->base + (g - view->g0) * view->stride_group + v * view->stride_node + (m - view->m0) *
-           view->stride_column;
-}
-
-/* The values of the call. */
-static View values_view(const Pass *p) {
-    View view = {p->values, p->stride_group, p->stride_node, p->stride_column, 0, 0};
-    return view;
+/* The H-row of the values of tree g, node v, column m. */
+INLINE REAL *row_at(const Pass *p, int64_t g, int64_t v, int64_t m) {
+    return p->values + g * p->stride_group + v * p->stride_node + m * p->stride_column;
 }
 
 /* ---------------------------------------------------------------- leaves as table rows */
@@ -164,15 +151,14 @@ INLINE int64_t leaf_entry(const Pass *p, int64_t g, int64_t v) {
     return (tree * p->nodes + v) * p->categories;
 }
 
-/* Write the leaves of trees [g0, g1), columns [m0, m1) into the view: table rows clamped at TINY, 1 if missing. */
-INLINE void gather_leaves(const Pass *p, const View *view, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
-                          int64_t H) {
+/* Write the leaves of trees [g0, g1), columns [m0, m1) into the values: table rows clamped at TINY, 1 if missing. */
+INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, int64_t H) {
     for (int64_t g = g0; g < g1; ++g)
         for (int64_t v = 0; v < p->nodes; ++v) {
             const int64_t *index = leaf_columns(p, g, v);
             const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
             for (int64_t m = m0; m < m1; ++m) {
-                REAL *restrict x = row_at(view, g, v, m);
+                REAL *restrict x = row_at(p, g, v, m);
                 if (index[m] < 0) {
                     for (int64_t h = 0; h < H; ++h) x[h] = 1;
                 } else {
@@ -184,16 +170,14 @@ INLINE void gather_leaves(const Pass *p, const View *view, int64_t g0, int64_t g
         }
 }
 
-/* Add the flows (in the view) of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed
- * values. */
-INLINE void scatter_leaves(const Pass *p, const View *view, int64_t g, int64_t v, int64_t m0, int64_t m1,
-                           REAL *counts, int64_t H) {
+/* Add the flows of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed values. */
+INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int64_t m1, REAL *counts, int64_t H) {
     const int64_t *index = leaf_columns(p, g, v);
     REAL *table = counts + leaf_entry(p, g, v) * H;
     for (int64_t m = m0; m < m1; ++m)
         if (index[m] >= 0) {
             REAL *restrict c = table + index[m] * H;
-            const REAL *restrict x = row_at(view, g, v, m);
+            const REAL *restrict x = row_at(p, g, v, m);
 #pragma omp simd
             for (int64_t h = 0; h < H; ++h) c[h] += x[h];
         }
@@ -260,8 +244,7 @@ INLINE Vec16 products4(Vec16 v, const Vec16 rows[4]) {
 INLINE void upward_node4(float *restrict x, float *restrict z, float *restrict sums,
                          const float *restrict wt, int64_t count) {
     const Lanes16 flip1 = GROUPS4(FLIP1), flip2 = GROUPS4(FLIP2);
-    const Vec16 tiny = {TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY,
-                        TINY};
+    const Vec16 tiny = (Vec16){0} + TINY;
     Vec16 rows[4];
     tile_rows4(wt, rows);
     for (int64_t m = 0; m < count; m += 4) {
@@ -339,8 +322,7 @@ INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict 
                           const float *restrict wt, int64_t count) {
     Vec16 rows[16];
     for (int c = 0; c < 16; ++c) rows[c] = load16(wt + 16 * c);
-    const Vec16 tiny = {TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY, TINY,
-                        TINY};
+    const Vec16 tiny = (Vec16){0} + TINY;
     for (int64_t m = 0; m < count; m += TILE16) {
         const float *restrict v = x + 16 * m;
         Vec16 out[TILE16];
@@ -458,7 +440,7 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
 #pragma omp simd
         for (int64_t a = 0; a < H; ++a) {
             row[a] *= scale;
-            out[t * H + a] *= scale;                    /* kept: z (out scale), not (z out) scale, which may underflow */
+            out[t * H + a] *= scale;                  /* z (out scale), not (z out) scale, which may underflow */
             z[t * stride + a] *= out[t * H + a];
         }
     }
@@ -469,15 +451,14 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
                         int64_t H) {
     const int64_t G = p->groups, M = p->columns, D = p->nodes;
     REAL *restrict wt = scratch, *restrict out = scratch + H * H;
-    const View work = values_view(p);
-    const int64_t stride = work.stride_column;
-    if (p->leaf_table) gather_leaves(p, &work, g0, g1, m0, m1, H);
+    const int64_t stride = p->stride_column;
+    if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
         for (int64_t g = g0; g < g1; ++g) {
             const REAL *w = p->transitions + ((g * (D - 1) + p->rows[node]) * H) * H;
             transpose(w, wt, H);
-            REAL *below = row_at(&work, g, node, m0), *above = row_at(&work, g, parent, m0);
+            REAL *below = row_at(p, g, node, m0), *above = row_at(p, g, parent, m0);
             REAL *sums = p->sums + (j * G + g) * M + m0;
             const int64_t count = m1 - m0;
             int64_t i = 0;                                            /* columns m0 + i */
@@ -503,7 +484,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
         const REAL *weights = p->root_weights + g * H;
         REAL *sums = p->sums + ((D - 1) * G + g) * M;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = row_at(&work, g, p->root, m);
+            REAL *restrict x = row_at(p, g, p->root, m);
             sums[m] = normalize(x, H);
             REAL total = 0;
             for (int64_t h = 0; h < H; ++h) total += x[h] * weights[h];
@@ -572,13 +553,12 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
     REAL *restrict wt = outer + H * H;
     REAL *restrict ratio = wt + H * H;
     REAL *restrict back = ratio + TILE * H;
-    const View work = values_view(p);
-    const int64_t stride = work.stride_column;
+    const int64_t stride = p->stride_column;
     for (int64_t g = g0; g < g1; ++g) {
         const REAL *weights = p->root_weights + g * H;
         for (int64_t h = 0; h < H; ++h) back[h] = 0;
         for (int64_t m = m0; m < m1; ++m) {
-            REAL *restrict x = row_at(&work, g, p->root, m);
+            REAL *restrict x = row_at(p, g, p->root, m);
             const REAL scale = p->root_scales[g * M + m];
             for (int64_t h = 0; h < H; ++h) {
                 x[h] = x[h] * weights[h] * scale;
@@ -587,7 +567,7 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
         if (root_counts)
             for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
-        if (leaf_counts) scatter_leaves(p, &work, g, p->root, m0, m1, leaf_counts, H);
+        if (leaf_counts) scatter_leaves(p, g, p->root, m0, m1, leaf_counts, H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
     for (int64_t j = D - 2; j >= 0; --j) {
@@ -595,8 +575,8 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         for (int64_t g = g0; g < g1; ++g) {
             const REAL *restrict w = p->transitions + ((g * (D - 1) + row) * H) * H;
             transpose(w, wt, H);
-            REAL *below = row_at(&work, g, node, m0);
-            const REAL *above = row_at(&work, g, parent, m0);
+            REAL *below = row_at(p, g, node, m0);
+            const REAL *above = row_at(p, g, parent, m0);
             if (counted)
                 for (int64_t e = 0; e < H * H; ++e) outer[e] = 0;
             const int64_t count = m1 - m0;
@@ -626,7 +606,7 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
 #pragma omp simd
                 for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
             }
-            if (leaf_counts) scatter_leaves(p, &work, g, node, m0, m1, leaf_counts, H);
+            if (leaf_counts) scatter_leaves(p, g, node, m0, m1, leaf_counts, H);
         }
     }
 }
@@ -729,8 +709,9 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
 int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides,
                           const REAL *transitions, const REAL *root_weights, const REAL *root_scales,
                           REAL *transition_counts, REAL *root_counts, REAL *leaf_counts,
-                          const int64_t *leaf_index, const int64_t *leaf_trees, const int64_t *leaf_shape, const int64_t *order,
-                          const int64_t *parents, const int64_t *rows, int64_t root, int num_threads) {
+                          const int64_t *leaf_index, const int64_t *leaf_trees, const int64_t *leaf_shape,
+                          const int64_t *order, const int64_t *parents, const int64_t *rows, int64_t root,
+                          int num_threads) {
     Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
     p.transitions = transitions, p.root_weights = root_weights;
     p.root_scales = root_scales;
