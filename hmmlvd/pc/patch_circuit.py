@@ -45,6 +45,11 @@ class PatchCircuit:
     :data:`CHUNK_ELEMENTS` values, or at least :data:`CHUNK_EXAMPLES` examples while that stays within
     :data:`MAX_CHUNK_ELEMENTS`: the latent pass and its count updates, whose cost per chunk grows with the latent
     hidden size squared, then run over many examples at once (bench/RESULTS.md).
+
+    The circuit keeps these buffers from one call of :meth:`accumulate_counts` or :meth:`cluster_log_likelihoods`
+    to the next (a :class:`.tree_pass.Workspace`): a fresh buffer would be paid again in page faults on every
+    mini-batch (6 % of an EM step at k = 64, H = 16). So one circuit must not run two of these calls at once
+    (from two threads).
     """
 
     def __init__(self, config: PatchCircuitConfig, *, seed: int = 0, device: str | torch.device = "cpu",
@@ -62,6 +67,7 @@ class PatchCircuit:
         self._params = {name: _random_distributions(shape, dim, generator, self.device, dtype)
                         for name, (shape, dim) in config.parameter_shapes().items()}
         self._tiny = torch.finfo(dtype).tiny
+        self._workspace = Workspace()
 
     # ------------------------------------------------------------------ EMModel protocol
     def parameter_groups(self) -> dict[str, ParameterGroup]:
@@ -82,7 +88,7 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
-            workspace = Workspace()
+            workspace = self._workspace
             for part in self.chunks(len(x), self.grouped_size):
                 passed = self.patch_forward(x[part], workspace)
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
@@ -104,7 +110,7 @@ class PatchCircuit:
     # ------------------------------------------------------------------ queries
     def cluster_log_likelihoods(self, batch: Tensor) -> Tensor:
         """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
-        x, results, workspace = self.check_patches(batch), [], Workspace()
+        x, results, workspace = self.check_patches(batch), [], self._workspace
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
                 passed = self.patch_forward(x[part], workspace)

@@ -89,9 +89,10 @@ def plan_tree(parents, device: str | torch.device = "cpu") -> TreePlan:
 
 @dataclass
 class Workspace:
-    """Buffers reused by the chunks of one call. The CPU allocator hands large blocks back to the system, so a
-    fresh buffer per chunk would be paid again in page faults; a pass given a workspace writes its large
-    intermediates into it, and what it returns is valid until the next pass with the same workspace."""
+    """Buffers reused by the chunks of one call, or by the calls of one owner (a patch circuit keeps one). The CPU
+    allocator hands large blocks back to the system, so a fresh buffer per chunk or call would be paid again in page
+    faults; a pass given a workspace writes its large intermediates into it, and what it returns is valid until the
+    next pass with the same workspace."""
 
     buffers: dict[str, Tensor] = field(default_factory=dict)
 

@@ -100,6 +100,23 @@ def test_chunking_changes_nothing():
         torch.testing.assert_close(counts, expected[name], rtol=1e-12, atol=1e-12)
 
 
+def test_buffers_kept_between_calls_change_nothing():
+    # the circuit keeps its pass buffers from call to call: bigger and smaller batches, with and without gaps, in
+    # any order, must give what a fresh circuit gives for each
+    circuit = small(True, chunk_elements=100)
+    no_gaps = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(1))
+    batches = [data_with_gaps(circuit, count=7), no_gaps, data_with_gaps(circuit, count=5, seed=2)]
+    for x in batches + batches[::-1]:
+        fresh = small(True, chunk_elements=100)
+        torch.testing.assert_close(circuit.cluster_log_likelihoods(x), fresh.cluster_log_likelihoods(x),
+                                   rtol=0, atol=0)
+        counts, expected = circuit.zero_counts(), fresh.zero_counts()
+        torch.testing.assert_close(circuit.accumulate_counts(x, counts), fresh.accumulate_counts(x, expected),
+                                   rtol=0, atol=0)
+        for name in counts:
+            torch.testing.assert_close(counts[name], expected[name], rtol=0, atol=0, msg=name)
+
+
 def test_changed_emissions_are_seen_by_every_pass():
     # the log of the emission table is kept between calls: replacing the parameters or changing them in place
     # must give what a fresh circuit with the same parameters gives
