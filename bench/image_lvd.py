@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--patch-states", choices=PATCH_STATES, default=ImageRecipeConfig.patch_states,
                         help="LVD: the patch models' start before Lemma 1 (bins: closed form on binned states)")
     parser.add_argument("--seed", type=int, default=0, help="seed of K-means, the circuits' parameters and batches")
+    parser.add_argument("--pseudocount", type=float, default=ImageRecipeConfig.pseudocount,
+                        help="EM M-step pseudocount of every model and stage")
     parser.add_argument("--models", nargs="+", default=["lvd", "em", "hclt"], choices=MODELS,
                         help="lvd: distilled patch circuit; em: the same circuit by EM alone; hclt: pixel HCLT")
     parser.add_argument("--dataset", choices=IMAGE_DATASETS, default="fashion-mnist", help="image dataset")
@@ -85,6 +87,7 @@ def main() -> None:
                   finetune_step_start=args.finetune_step,
                   em_epochs=args.em_epochs, latents=args.latents, models=tuple(args.models), progress=False,
                   kmeans_iterations=args.kmeans_iterations, kmeans_restarts=args.kmeans_restarts, seed=args.seed,
+                  pseudocount=args.pseudocount,
                   patch_states=args.patch_states, teacher_epochs=args.teacher_epochs, context=args.context,
                   cache_dir=args.cache_dir)
     print(f"{args.dataset}: {len(train_images)} train, {len(valid_set)} valid, {len(test_images)} test images; "
@@ -120,6 +123,7 @@ def main() -> None:
                                      "test_images": len(test_images),
                                      "teacher_seconds": teacher_seconds, "feature_seconds": feature_seconds,
                                      "budget": [args.lvd_epochs, args.latent_epochs, args.finetune_epochs],
+                                     "pseudocount": args.pseudocount,
                                      "finetune_step": config.finetune_schedule().start,
                                      "em_epochs": config.baseline_epochs, "latents": args.latents,
                                      "kmeans": [args.kmeans_iterations, args.kmeans_restarts], "seed": args.seed,
