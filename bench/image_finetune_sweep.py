@@ -2,7 +2,8 @@
 
 Every run loads the same saved patch image model (for example the ``stages/latent`` folder an ``hmmlvd image
 train --out DIR`` run keeps: the circuit after Lemma 1 and the latent step), fine-tunes it by mini-batch EM with
-the recipe's schedule (step ``--step`` annealed to a tenth over ``--epochs``, batch 256, seed 0) and one
+the recipe's fine-tuning schedule and batch (``ImageRecipeConfig``: step ``--step`` annealed to a tenth over
+``--epochs``, batch 256, seed 0) and one
 pseudocount, and records the valid curve and the final valid, test and training bits per dimension (the training
 figure on the first 10,000 training images, to show the gap). Valid is the last ``--valid-size`` training images.
 
@@ -19,6 +20,7 @@ import torch
 from hmmlvd import em
 from hmmlvd.data import IMAGE_DATASETS, load_images, train_valid_split
 from hmmlvd.io import atomic_write_json
+from hmmlvd.lvd.images.config import ImageRecipeConfig
 from hmmlvd.lvd.images.model import PatchImageModel
 from hmmlvd.lvd.images.stages import bits_per_dimension, model_bits_per_dimension
 
@@ -38,13 +40,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train, valid = train_valid_split(load_images(args.dataset, args.data_dir, "train"), args.valid_size)
     test = load_images(args.dataset, args.data_dir, "test")
+    config = ImageRecipeConfig(finetune_epochs=args.epochs, finetune_step_start=args.step)
+    model = PatchImageModel.from_pretrained(args.start)
+    x_train, x_valid = model.patches(train.images), model.patches(valid.images)
     rows = []
     for pseudocount in args.pseudocounts:
         model = PatchImageModel.from_pretrained(args.start)
-        x_train, x_valid = model.patches(train.images), model.patches(valid.images)
         start = time.perf_counter()
-        history = em.fit(model.circuit, x_train, em.LinearAnneal(args.step, args.step / 10, args.epochs),
-                         valid=x_valid, batch_size=256, pseudocount=pseudocount, seed=0, progress=False)
+        history = em.fit(model.circuit, x_train, config.finetune_schedule(), valid=x_valid,
+                         batch_size=config.batch_size, pseudocount=pseudocount, seed=config.seed, progress=False)
         row = {"pseudocount": pseudocount, "epochs": args.epochs, "step": args.step,
                "valid_curve": [bits_per_dimension(ll, model.num_dimensions) for ll in history.valid_log_likelihood],
                "seconds": time.perf_counter() - start,

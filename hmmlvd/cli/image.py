@@ -76,9 +76,10 @@ def _add_train(commands) -> None:
     parser.add_argument("--em-epochs", type=int, help="EM epochs of each baseline (quick: 6 against LVD's 3 + 1 + 5; "
                                                       "full: 3 against 3 + 1 + 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per EM update (default 256)")
-    parser.add_argument("--pseudocount", type=float, default=0.1,
-                        help="EM M-step pseudocount, added per mini-batch (default 0.1; circuits whose distributions "
-                             "see few counts per batch want less: 0.01 for k = 128, H = 16 on all the images)")
+    parser.add_argument("--pseudocount", type=float, default=ImageRecipeConfig.pseudocount,
+                        help="EM M-step pseudocount, added per mini-batch (default %(default)s; circuits whose "
+                             "distributions see few counts per batch want less: 0.01 for k = 128, H = 16 on all the "
+                             "images)")
     parser.add_argument("--cache-dir", help="teacher cache (default $HMMLVD_CACHE/teachers or ~/.cache/hmmlvd)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's EM checkpoints")
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")

@@ -88,12 +88,11 @@ class PatchCircuit:
         """Add the expected counts of patches ``batch`` [B, P, D] into ``counts``; returns ``log p(x)`` [B]."""
         x, results = self.check_patches(batch), []
         with torch.no_grad():
-            workspace = self._workspace
             for part in self.chunks(len(x), self.grouped_size):
-                passed = self.patch_forward(x[part], workspace)
+                passed = self.patch_forward(x[part], self._workspace)
                 latent = self.latent_forward(self.to_clusters(passed.log_likelihood, len(x[part])))
                 posterior = self.latent_backward(latent, counts)
-                self.patch_backward(passed, self.from_clusters(posterior), counts, workspace)
+                self.patch_backward(passed, self.from_clusters(posterior), counts, self._workspace)
                 results.append(latent[0].log_likelihood[0])
         return torch.cat(results)
 
@@ -110,10 +109,10 @@ class PatchCircuit:
     # ------------------------------------------------------------------ queries
     def cluster_log_likelihoods(self, batch: Tensor) -> Tensor:
         """``log p(x_i | z_i = c)`` as [B, P, k] for patches ``batch`` [B, P, D]."""
-        x, results, workspace = self.check_patches(batch), [], self._workspace
+        x, results = self.check_patches(batch), []
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
-                passed = self.patch_forward(x[part], workspace)
+                passed = self.patch_forward(x[part], self._workspace)
                 results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
