@@ -112,7 +112,7 @@ class PatchCircuit:
         x, results = self.check_patches(batch), []
         with torch.no_grad():
             for part in self.chunks(len(x), self.grouped_size):
-                passed = self.patch_forward(x[part], self._workspace)
+                passed = self.patch_forward(x[part], self._workspace, keep_values=False)
                 results.append(self.to_clusters(passed.log_likelihood, len(x[part])))
         return torch.cat(results)
 
@@ -219,12 +219,14 @@ class PatchCircuit:
         g of stack g // k reads the columns of that stack, :meth:`patch_columns`)."""
         return Leaves(self.patch_tables()[2], self.patch_columns(x))
 
-    def patch_forward(self, x: Tensor, workspace: Workspace | None = None) -> TreePass:
+    def patch_forward(self, x: Tensor, workspace: Workspace | None = None, keep_values: bool = True) -> TreePass:
         """The upward pass of every sub-circuit on every column of patches ``x`` [B, P, D] (:meth:`patch_leaves`):
         values [G, D, M, H], contiguous, so a tree's rows of one node are consecutive. With a ``workspace`` the pass
-        lives in its buffers (valid until the next pass given the same workspace)."""
+        lives in its buffers (valid until the next pass given the same workspace). ``keep_values=False``: for
+        likelihoods only; the C kernel then keeps no values (see :func:`.tree_pass.upward`)."""
         root, transitions, _ = self.patch_tables()
-        return upward(self.value_plan, self.patch_leaves(x), transitions, root, workspace=workspace)
+        return upward(self.value_plan, self.patch_leaves(x), transitions, root, workspace=workspace,
+                      keep_values=keep_values)
 
     def patch_backward(self, passed: TreePass, root_flows: Tensor, counts: dict[str, Tensor],
                        workspace: Workspace | None = None) -> None:

@@ -34,6 +34,7 @@
  * constants (fully unrolled and vectorised), and for any other H generically. Built by GCC in float32 with
  * contiguous rows, H = 4 packs four columns per 16-number vector and H = 16 holds a row in one (see below).
  */
+#define _POSIX_C_SOURCE 200112L        /* posix_memalign */
 #include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,6 +103,7 @@ typedef struct {
     const REAL *leaf_table;        /* leaves as table rows (NULL: the values hold the leaves) */
     const int64_t *leaf_index, *leaf_trees;
     int64_t categories, stacks;
+    int64_t group_base, column_base;   /* the first tree and column the values start at (0, or a task's block) */
 } Pass;
 
 /* How the (trees, columns) grid is cut into tasks. */
@@ -134,7 +136,36 @@ static Grid make_grid(const Pass *p, int threads) {
 
 /* The H-row of the values of tree g, node v, column m. */
 INLINE REAL *row_at(const Pass *p, int64_t g, int64_t v, int64_t m) {
-    return p->values + g * p->stride_group + v * p->stride_node + m * p->stride_column;
+    return p->values + (g - p->group_base) * p->stride_group + v * p->stride_node
+           + (m - p->column_base) * p->stride_column;
+}
+
+/* The pass p with the values of trees [g0, g1), columns [m0, m1) in block, contiguous [g1 - g0, D, m1 - m0, H]: a
+ * caller that keeps no values (values NULL) has every task run in a block of its own, in the core's caches. */
+static Pass in_block(const Pass *p, REAL *block, int64_t g0, int64_t m0, int64_t m1) {
+    Pass q = *p;
+    q.values = block, q.group_base = g0, q.column_base = m0;
+    q.stride_column = p->hidden, q.stride_node = (m1 - m0) * p->hidden, q.stride_group = p->nodes * q.stride_node;
+    return q;
+}
+
+/* numbers rounded up to whole cache lines. */
+static int64_t whole_lines(int64_t numbers) {
+    const int64_t per_line = LINE_BYTES / (int64_t)sizeof(REAL);
+    return (numbers + per_line - 1) / per_line * per_line;
+}
+
+/* Memory for numbers REALs starting on a cache line (zeroed if asked), NULL if there is none; free() releases it. */
+static REAL *allocate(int64_t numbers, int zeroed) {
+    void *memory = NULL;
+    if (posix_memalign(&memory, LINE_BYTES, (size_t)numbers * sizeof(REAL))) return NULL;
+    if (zeroed) memset(memory, 0, (size_t)numbers * sizeof(REAL));
+    return memory;
+}
+
+/* The largest block of one task (numbers). */
+static int64_t block_size(const Pass *p, const Grid *grid) {
+    return grid->group_block * p->nodes * grid->column_block * p->hidden;
 }
 
 /* ---------------------------------------------------------------- leaves as table rows */
@@ -671,8 +702,10 @@ static int thread_number(void) {
 }
 
 /* The upward pass: scales the values in place, writes sums and root_sums. With leaf_table (else
- * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). Returns 0, or
- * -1 when scratch memory could not be allocated (nothing is written then). */
+ * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). With values
+ * NULL (leaf_table needed) no values are kept: each task runs in a block of its own, in cache, and only sums and
+ * root_sums are written (likelihoods only). Returns 0, -1 when scratch memory could not be allocated (nothing is
+ * written then), or -2 for values NULL without leaf_table. */
 int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *sums,
                         const REAL *transitions, const REAL *root_weights, REAL *root_sums,
                         const REAL *leaf_table, const int64_t *leaf_index, const int64_t *leaf_trees,
@@ -681,21 +714,24 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
     Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
     p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
     p.root_sums = root_sums, p.leaf_table = leaf_table;
+    if (!values && !leaf_table) return -2;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
     const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
-    const int64_t scratch_size = H * H + TILE * H;
-    REAL *scratch = malloc((size_t)threads * (size_t)scratch_size * sizeof(REAL));
+    const int64_t work_size = whole_lines(H * H + TILE * H);
+    const int64_t scratch_size = work_size + (values ? 0 : whole_lines(block_size(&p, &grid)));
+    REAL *scratch = allocate(threads * scratch_size, 0);
     if (!scratch) return -1;
     const UpwardTask task = upward_for(H);
 #pragma omp parallel num_threads(threads)
     {
-        const int thread = thread_number();
+        REAL *own = scratch + (int64_t)thread_number() * scratch_size;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tasks; ++t) {
             int64_t g0, g1, m0, m1;
             task_bounds(&p, &grid, t, &g0, &g1, &m0, &m1);
-            task(&p, g0, g1, m0, m1, scratch + (int64_t)thread * scratch_size);
+            const Pass q = values ? p : in_block(&p, own + work_size, g0, m0, m1);
+            task(&q, g0, g1, m0, m1, own);
         }
     }
     free(scratch);
@@ -704,8 +740,8 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
 
 /* The downward pass: turns the values of the upward pass into flows in place (root_scales: the root flows over
  * the root sums) and adds the expected counts into transition_counts, root_counts and leaf_counts (any may be
- * NULL; leaf_counts [T, D, K, H] needs leaf_index, and leaf_trees NULL). Returns 0, or -1 when scratch memory
- * could not be allocated (nothing is written then). */
+ * NULL; leaf_counts [T, D, K, H] needs leaf_index, and leaf_trees NULL). Returns 0, -1 when scratch memory could
+ * not be allocated (nothing is written then), or -2 for leaf_counts without leaf_index or with leaf_trees. */
 int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *value_strides,
                           const REAL *transitions, const REAL *root_weights, const REAL *root_scales,
                           REAL *transition_counts, REAL *root_counts, REAL *leaf_counts,
@@ -718,7 +754,7 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     if (leaf_counts && (!leaf_index || leaf_trees)) return -2;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
-    const int64_t H = p.hidden, scratch_size = 2 * H * H + 2 * TILE * H;
+    const int64_t H = p.hidden, scratch_size = whole_lines(2 * H * H + 2 * TILE * H);
     /* split: one task per (block of trees, block of columns); else one per block of trees, which owns its counts */
     const int64_t tasks = grid.split ? grid.group_blocks * grid.column_blocks : grid.group_blocks;
     const int64_t blocks_per_task = grid.split ? 1 : grid.column_blocks;
@@ -727,8 +763,8 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
     const int counted = transition_counts || root_counts || leaf_counts;
     const int private_counts = grid.split && grid.column_blocks > 1 && counted;
     const int64_t counted_size = transition_size + root_size + leaf_size;
-    const int64_t private_size = private_counts ? counted_size : 0;
-    REAL *scratch = calloc((size_t)threads * (size_t)(scratch_size + private_size), sizeof(REAL));
+    const int64_t private_size = private_counts ? whole_lines(counted_size) : 0;
+    REAL *scratch = allocate(threads * (scratch_size + private_size), 1);
     if (!scratch) return -1;
     const DownwardTask task = downward_for(H);
 #pragma omp parallel num_threads(threads)

@@ -137,10 +137,6 @@ def _tree_arrays(order: tuple[int, ...], parents: tuple[int, ...], rows: tuple[i
     return tuple((ctypes.c_int64 * max(len(values), 1))(*values) for values in (order, parents, rows))
 
 
-def _shape_and_strides(values: Tensor):
-    return (ctypes.c_int64 * 4)(*values.shape), (ctypes.c_int64 * 4)(*values.stride())
-
-
 def _pointer(tensor: Tensor | None, dtype: torch.dtype, name: str) -> int | None:
     """``tensor``'s address after checking it is a contiguous CPU tensor of ``dtype``; None for None."""
     if tensor is None:
@@ -160,15 +156,16 @@ def _leaf_arguments(leaves, dtype: torch.dtype) -> dict[str, object]:
             "leaf_shape": (ctypes.c_int64 * 3)(table.shape[2], leaves.index.shape[0], table.shape[0])}
 
 
-def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
-    """Call ``hmmlvd_{name}`` on ``values`` and the named ``tensors`` (in the C argument order; ctypes values are
-    passed as they are) of ``plan``."""
-    dtype = values.dtype
-    shape, strides = _shape_and_strides(values)
+def _run(name: str, plan, values: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype,
+         tensors: dict[str, object]) -> None:
+    """Call ``hmmlvd_{name}`` on ``values`` of ``shape`` [G, D, M, H] (None: kept by no one) and the named
+    ``tensors`` (in the C argument order; ctypes values are passed as they are) of ``plan``."""
+    strides = (0, 0, 0, 1) if values is None else values.stride()
     order, parents, rows = _tree_arrays(plan.order, plan.parents, plan.rows)
     function = getattr(load(), f"hmmlvd_{name}_{PRECISIONS[dtype][1]}")
     pointers = [_pointer(value, dtype, key) if isinstance(value, Tensor) else value for key, value in tensors.items()]
-    status = function(shape, values.data_ptr(), strides, *pointers, order, parents, rows, plan.root,
+    status = function((ctypes.c_int64 * 4)(*shape), None if values is None else values.data_ptr(),
+                      (ctypes.c_int64 * 4)(*strides), *pointers, order, parents, rows, plan.root,
                       torch.get_num_threads())
     if status == -1:
         raise MemoryError("the tree-pass kernel could not allocate its scratch memory")
@@ -176,17 +173,21 @@ def _run(name: str, plan, values: Tensor, tensors: dict[str, object]) -> None:
         raise ValueError(f"the tree-pass kernel refused its arguments (status {status})")
 
 
-def upward(plan, values: Tensor, sums: Tensor, transitions: Tensor, root_weights: Tensor, root_sums: Tensor,
-           leaves=None) -> None:
+def upward(plan, values: Tensor | None, sums: Tensor, transitions: Tensor, root_weights: Tensor,
+           root_sums: Tensor, leaves=None) -> None:
     """The upward pass of :func:`.tree_pass.upward` in C: scales ``values`` [G, D, M, H] (any strides, unit
     over H) in place and writes ``sums`` [D, G, M] (node ``plan.order[j]``'s in row j, the root's last) and
     ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. No messages are written: the
     message node v sent is ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`),
-    the values are first filled with the leaves gathered from its table."""
-    _run("upward", plan, values, {"sums": sums, "transitions": transitions,
-                                  "root_weights": root_weights, "root_sums": root_sums,
-                                  "leaf_table": None if leaves is None else leaves.table,
-                                  **_leaf_arguments(leaves, values.dtype)})
+    the values are first filled with the leaves gathered from its table; with leaves and ``values`` None, no
+    values are kept (each block of them lives in cache while the pass runs over it), only the sums."""
+    if values is None and leaves is None:
+        raise ValueError("an upward pass that keeps no values needs its leaves as table rows (Leaves)")
+    groups, hidden = root_weights.shape
+    shape = (groups, leaves.table.shape[1], root_sums.shape[-1], hidden) if values is None else tuple(values.shape)
+    _run("upward", plan, values, shape, sums.dtype,
+         {"sums": sums, "transitions": transitions, "root_weights": root_weights, "root_sums": root_sums,
+          "leaf_table": None if leaves is None else leaves.table, **_leaf_arguments(leaves, sums.dtype)})
 
 
 def downward(plan, values: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,
@@ -194,11 +195,10 @@ def downward(plan, values: Tensor, transitions: Tensor, root_weights: Tensor, ro
              leaf_counts: Tensor | None = None) -> None:
     """The downward pass of :func:`.tree_pass.downward` in C: turns ``values`` [G, D, M, H] of :func:`upward` into
     flows in place (recomputing the messages from them), given ``root_scales`` [G, M] (the root flows over the
-    root sums); adds
-    the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H] (contiguous) when
-    given, and every observed leaf's flow into ``leaf_counts`` (shaped like ``leaves.table``, whose ``trees`` must
-    be None) when given."""
-    _run("downward", plan, values, {"transitions": transitions, "root_weights": root_weights,
-                                    "root_scales": root_scales, "transition_counts": transition_counts,
-                                    "root_counts": root_counts, "leaf_counts": leaf_counts,
-                                    **_leaf_arguments(leaves, values.dtype)})
+    root sums); adds the expected counts into ``transition_counts`` [G, D-1, H, H] and ``root_counts`` [G, H]
+    (contiguous) when given, and every observed leaf's flow into ``leaf_counts`` (shaped like ``leaves.table``,
+    whose ``trees`` must be None) when given."""
+    _run("downward", plan, values, tuple(values.shape), values.dtype,
+         {"transitions": transitions, "root_weights": root_weights, "root_scales": root_scales,
+          "transition_counts": transition_counts, "root_counts": root_counts, "leaf_counts": leaf_counts,
+          **_leaf_arguments(leaves, values.dtype)})

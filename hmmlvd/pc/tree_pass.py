@@ -177,7 +177,7 @@ class TreePass:
     they are None (the downward pass recomputes them from the values).
     """
 
-    values: Tensor                  # [G, D, M, H]
+    values: Tensor | None           # [G, D, M, H]; None where the kernel kept none (keep_values=False)
     messages: Tensor | list | None  # [D-1, G, M, H] or None; [] once the downward pass has used them
     root_sums: Tensor               # [G, M]: Σ_h p(h_root = h) values[:, root, :, h]
     log_likelihood: Tensor          # [G, M]
@@ -191,25 +191,32 @@ def _normalize(node: Tensor, sums: Tensor, tiny: float) -> None:
 
 
 def upward(plan: TreePlan, leaf: Tensor | Leaves, transitions: Tensor, root_weights: Tensor,
-           log_scale: Tensor | None = None, workspace: Workspace | None = None) -> TreePass:
+           log_scale: Tensor | None = None, workspace: Workspace | None = None,
+           keep_values: bool = True) -> TreePass:
     """Log-likelihood ``[G, M]`` of ``G`` trees: ``leaf`` ``[G, D, M, H]`` (probabilities, overwritten with the
     values) or :class:`Leaves` (gathered into a new contiguous ``[G, D, M, H]`` buffer, or the ``workspace``'s),
     ``transitions`` ``[G, D-1, H_parent, H_child]``, ``root_weights`` ``[G, H]``; ``log_scale`` [G, M], when given,
     is added to the log-likelihood (the log of a factor the caller divided the leaves by).
 
+    With :class:`Leaves` and ``keep_values=False`` (likelihoods only: no downward pass or sampling follows), where
+    the C kernel runs no values are kept (``TreePass.values`` is None): each block of them lives in the core's
+    caches while the pass runs over it, and no ``[G, D, M, H]`` buffer is written.
+
     The leaves must be positive (callers clamp them at ``tiny``): every value is then positive and so is every
     message (a transition row has a positive entry), so the downward pass never divides by zero."""
     leaves = leaf if isinstance(leaf, Leaves) else None
+    groups, hidden = root_weights.shape
     if leaves is not None:
-        groups, hidden = root_weights.shape
         shape = (groups, leaves.table.shape[1], leaves.index.shape[2], hidden)
-        values = empty(workspace, "values", shape, root_weights)
+        kernel = tree_kernel.supports(leaves.table, transitions, root_weights)
+        values = None if kernel and not keep_values else empty(workspace, "values", shape, root_weights)
     else:
-        values = leaf
-    groups, num_nodes, columns, hidden = values.shape
-    sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), values)            # one row per node
-    if tree_kernel.supports(values, transitions, root_weights, *([] if leaves is None else [leaves.table])):
-        messages, root_sums = None, values.new_empty(groups, columns)
+        values, shape = leaf, tuple(leaf.shape)
+        kernel = tree_kernel.supports(values, transitions, root_weights)
+    num_nodes, columns = shape[1], shape[2]
+    sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), root_weights)      # one row per node
+    if kernel:
+        messages, root_sums = None, root_weights.new_empty(groups, columns)
         tree_kernel.upward(plan, values, sums, transitions.contiguous(), root_weights.contiguous(), root_sums,
                            leaves)
     else:
@@ -250,6 +257,9 @@ def downward(plan: TreePlan, forward: TreePass, transitions: Tensor, root_weight
     flow of every observed leaf into ``leaf_counts`` (shaped like their table) when given (where that is done in
     torch, the flows of missing leaves are left at zero)."""
     values, leaves = forward.values, forward.leaves
+    if values is None:
+        raise ValueError("this upward pass kept no values (keep_values=False: likelihoods only); run it with "
+                         "keep_values=True before a downward pass")
     if leaf_counts is not None and leaves is None:
         raise ValueError("leaf_counts needs a pass whose leaves were given as Leaves (table rows)")
     scales = root_flows / forward.root_sums                                             # [G, M]

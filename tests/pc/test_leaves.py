@@ -101,6 +101,38 @@ def test_gathered_passes_match_naive_gather_and_scatter(groups, stacks, columns,
     torch.testing.assert_close(flows * observed, expected_flows * observed, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("use_kernel", kernel_modes())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("groups, stacks, columns, hidden, mapped", [
+    (6, 3, 7, 3, False),             # untied, generic H, fewer columns than a tile
+    (2, 1, 150, 16, False),          # the columns split over the threads
+    (12, 1, 1100, 16, False),        # whole trees per thread, several column blocks each (H = 16 vector path)
+    (9, 1, 301, 4, True),            # H = 4 packed path, odd column count, trees reading shared table entries
+])
+def test_likelihoods_without_kept_values(groups, stacks, columns, hidden, mapped, dtype, use_kernel, monkeypatch):
+    """upward(keep_values=False) gives the likelihoods of the pass that keeps its values (the kernel: the same
+    blocks in cache, so the same numbers to the bit), keeps no values where the kernel runs, and refuses a
+    downward pass."""
+    leaves, transitions, root, root_flows = leaf_problem(groups, stacks, columns, hidden, groups, mapped, dtype,
+                                                         seed=columns + hidden)
+    plan = plan_tree(PARENTS)
+    monkeypatch.setattr(tree_kernel, "available", lambda: False)
+    reference = upward(plan, leaves, transitions, root).log_likelihood               # the torch code
+    monkeypatch.undo()
+    if not use_kernel:
+        monkeypatch.setattr(tree_kernel, "available", lambda: False)
+    kept = upward(plan, leaves, transitions, root)
+    passed = upward(plan, leaves, transitions, root, keep_values=False)
+    assert (passed.values is None) == use_kernel
+    assert torch.equal(passed.log_likelihood, kept.log_likelihood)
+    assert torch.equal(passed.root_sums, kept.root_sums)
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(passed.log_likelihood, reference, rtol=tolerance, atol=tolerance)
+    if use_kernel:
+        with pytest.raises(ValueError, match="kept no values"):
+            downward(plan, passed, transitions, root, root_flows)
+
+
 def test_leaf_counts_need_leaves():
     plan = plan_tree((-1, 0))
     transitions = torch.full((1, 1, 2, 2), 0.5)
