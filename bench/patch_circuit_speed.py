@@ -81,6 +81,18 @@ def measure(clusters: int, hidden: int, tied: bool, batch_size: int, repeats: in
             "em_epoch_s": (timings["em_counts_s"] + timings["m_step_s"]) * batches, "peak_mib": peak / 2 ** 20}
 
 
+def _cpu() -> str:
+    """The CPU's model name and number (/proc/cpuinfo), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line and line.strip())
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    except OSError:
+        import platform
+        return platform.processor() or platform.machine()
+
+
 def _child(size: str, root: str, args) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--one", size, "--batch-size", str(args.batch_size),
                "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
@@ -134,7 +146,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "rows": rows}, handle, indent=1)
+                       "cpu": _cpu(), "cpus": os.cpu_count(), "rows": rows}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ class PatchCircuit:
         per_patch = cluster_ll.transpose(0, 1)                                               # [P, B, k]
         shift = per_patch.amax(-1, keepdim=True)
         probs = torch.exp(per_patch - shift)
+        probs.masked_fill_(probs < self._tiny, 0.0)     # subnormals: the CPU's GEMMs run 50-200x slower on them
         sums = torch.matmul(probs, emissions.transpose(1, 2)).clamp_min_(self._tiny)         # [P, B, Ht]
         passed = upward(self.latent_plan, sums[None].clone(), self._params["latent_transitions"],
                         self._params["latent_root"], log_scale=shift.sum(0).T)

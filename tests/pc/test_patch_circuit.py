@@ -17,7 +17,7 @@ def small(tied: bool, **options) -> pc.PatchCircuit:
     config = pc.PatchCircuitConfig(num_patches=4, values_per_patch=4, num_clusters=3, hidden_size=2,
                                    latent_hidden_size=2, num_categories=3, tied=tied,
                                    value_parents=(1, -1, 1, 2), latent_parents=(2, 2, -1, 0))
-    return pc.PatchCircuit(config, seed=5, dtype=torch.float64, **options)
+    return pc.PatchCircuit(config, seed=5, **{"dtype": torch.float64, **options})
 
 
 def chi_square(codes: torch.Tensor, probabilities: torch.Tensor) -> float:
@@ -115,6 +115,27 @@ def test_buffers_kept_between_calls_change_nothing():
                                    rtol=0, atol=0)
         for name in counts:
             torch.testing.assert_close(counts[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_latent_pass_keeps_subnormal_weights_out_of_its_products():
+    # cluster log-likelihoods 90-100 nats below a patch's best give float32 weights below the smallest normal
+    # number, on which the CPU's GEMMs run 50-200x slower; the latent pass sets them to zero, which changes the
+    # likelihood and the counts by less than float32 resolves (float64 reference: the same circuit, no flush)
+    circuit, reference = small(True, dtype=torch.float32), small(True)
+    generator = torch.Generator().manual_seed(4)
+    ll = -torch.rand(6, 4, 3, generator=generator, dtype=torch.float64) * 3
+    ll[:, :, 1] -= 90 + 10 * torch.rand(6, 4, generator=generator, dtype=torch.float64)
+    ll[0, 0] = torch.tensor([-1.0, -120.0, -97.0])
+    tiny = torch.finfo(torch.float32).tiny
+    unflushed = torch.exp(ll.float() - ll.float().amax(-1, keepdim=True))
+    assert bool(((unflushed > 0) & (unflushed < tiny)).any())                            # the test makes some
+    weights = circuit.latent_forward(ll.float())[1]
+    assert not bool(((weights > 0) & (weights < tiny)).any())
+    counts, expected = circuit.zero_counts(), reference.zero_counts()
+    torch.testing.assert_close(circuit.accumulate_latent_counts(ll.float(), counts).double(),
+                               reference.accumulate_latent_counts(ll, expected), rtol=1e-6, atol=1e-6)
+    for name in ("latent_root", "latent_transitions", "latent_emissions"):
+        torch.testing.assert_close(counts[name].double(), expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_changed_emissions_are_seen_by_every_pass():
