@@ -183,8 +183,8 @@ def upward(plan, values: Tensor | None, sums: Tensor, transitions: Tensor, root_
     values are kept (each block of them lives in cache while the pass runs over it), only the sums."""
     if values is None and leaves is None:
         raise ValueError("an upward pass that keeps no values needs its leaves as table rows (Leaves)")
-    groups, hidden = root_weights.shape
-    shape = (groups, leaves.table.shape[1], root_sums.shape[-1], hidden) if values is None else tuple(values.shape)
+    num_nodes, groups, columns = sums.shape[:3]
+    shape = tuple(values.shape) if values is not None else (groups, num_nodes, columns, root_weights.shape[1])
     _run("upward", plan, values, shape, sums.dtype,
          {"sums": sums, "transitions": transitions, "root_weights": root_weights, "root_sums": root_sums,
           "leaf_table": None if leaves is None else leaves.table, **_leaf_arguments(leaves, sums.dtype)})
