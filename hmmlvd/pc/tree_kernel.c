@@ -7,8 +7,9 @@
  *
  * G trees share one structure of D nodes, hidden size H, M columns (examples) per tree. The values are a strided
  * [G, D, M, H] array (the last stride must be 1); every other array is contiguous:
- *     sums     [D, G, M]       (sums[j] the scale of node order[j], its message's largest entry; sums[D-1] the
- *                              root's sum)
+ *     log_scales [G, M]       (Σ_j log s_j over the scales s_j of every node: a non-root node's message's largest
+ *                              entry, and the root's sum; each task multiplies them into one mantissa and exponent
+ *                              per column while it runs, so only the one log per column is taken at the end)
  *     transitions [G, D-1, H_parent, H_child], root_weights [G, H], root_sums [G, M],
  *     root_scales [G, M] (the root flows divided by the root sums),
  *     transition_counts [G, D-1, H, H] and root_counts [G, H] (accumulated into; either may be NULL).
@@ -27,8 +28,10 @@
  * of H-rows (so small H does not waste the lines of a node-major layout) and a block of columns keeps the D rows
  * of every column of the block in L2 while the node loop runs over them. With enough blocks of trees, each thread
  * owns whole blocks of trees (and their counts); otherwise columns are split too and every thread accumulates its
- * counts privately, summed at the end. Tasks are dealt out statically, so for a given number of threads the counts
- * are summed in the same order on every call (results are reproducible to the bit).
+ * counts privately, summed at the end. Results are reproducible to the bit: a task that owns its counts (or writes
+ * none) gives the same numbers whichever thread runs it, so those tasks are dealt out as threads come free (a busy
+ * core does not hold the other back); tasks with private counts are dealt out statically, so that every thread's
+ * counts, and their total, are summed in the same order on every call.
  *
  * The inner loops run over H with contiguous rows (axpy form); they are compiled for H = 4, 8, 16 and 32 as
  * constants (fully unrolled and vectorised), and for any other H generically. Built by GCC in float32 with
@@ -36,6 +39,7 @@
  */
 #define _POSIX_C_SOURCE 200112L        /* posix_memalign */
 #include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +72,7 @@
 #endif
 
 static const REAL TINY = sizeof(REAL) == sizeof(float) ? FLT_MIN : DBL_MIN;
+static const double LN2 = 0.69314718055994530942;
 
 /* The downward pass flushes subnormal numbers to zero (x86: MXCSR's FTZ and DAZ bits, set by each thread for the
  * pass and restored after). Trained circuits have posteriors far below the smallest normal number, and arithmetic
@@ -93,7 +98,7 @@ typedef struct {
     int64_t groups, nodes, columns, hidden;
     int64_t stride_group, stride_node, stride_column;     /* of the values, in elements (the hidden stride is 1) */
     REAL *values;
-    REAL *sums;
+    REAL *log_scales;
     const REAL *transitions;
     const REAL *root_weights;
     REAL *root_sums;
@@ -103,6 +108,7 @@ typedef struct {
     const REAL *leaf_table;        /* leaves as table rows (NULL: the values hold the leaves) */
     const int64_t *leaf_index, *leaf_trees;
     int64_t categories, stacks;
+    int64_t block_groups, block_columns;   /* the most trees and columns of one task (the grid's blocks) */
 } Pass;
 
 /* How the (trees, columns) grid is cut into tasks. */
@@ -170,6 +176,44 @@ static int64_t block_size(const Pass *p, const Grid *grid) {
     return grid->group_block * p->nodes * grid->column_block * p->hidden;
 }
 
+/* ---------------------------------------------------------------- the scales' running product */
+
+/* A REAL's bits, and where its exponent and mantissa lie in them (IEEE 754). */
+#define IS_f32 1
+#define IS_f64 0
+#if CONCAT(IS, SUFFIX)
+typedef uint32_t Bits;
+#define MANTISSA_BITS 23
+#define EXPONENT_BIAS 127
+#else
+typedef uint64_t Bits;
+#define MANTISSA_BITS 52
+#define EXPONENT_BIAS 1023
+#endif
+#define MANTISSA_MASK ((((Bits)1) << MANTISSA_BITS) - 1)
+#define EXPONENT_MASK (~MANTISSA_MASK & ~(((Bits)1) << (8 * sizeof(Bits) - 1)))
+#define ONE_BITS (((Bits)EXPONENT_BIAS) << MANTISSA_BITS)
+
+/* Multiply the scales[0..count) (each at least TINY) into the columns' running products mantissa · 2^exponent,
+ * leaving every mantissa in [1, 2): a product of any number of scales neither underflows nor overflows, and the
+ * column's log is exponent · log 2 + log mantissa. A product that is not finite (an infinite or NaN scale) is kept
+ * as it is, so that its log is too. */
+INLINE void fold_scales(const REAL *restrict scales, REAL *restrict mantissa, int64_t *restrict exponent,
+                        int64_t count) {
+#pragma omp simd
+    for (int64_t i = 0; i < count; ++i) {
+        const REAL product = mantissa[i] * scales[i];
+        Bits bits;
+        memcpy(&bits, &product, sizeof bits);
+        const int finite = (bits & EXPONENT_MASK) != EXPONENT_MASK;
+        const Bits normed = (bits & MANTISSA_MASK) | ONE_BITS;
+        REAL next;
+        memcpy(&next, &normed, sizeof next);
+        exponent[i] += finite ? (int64_t)(bits >> MANTISSA_BITS) - EXPONENT_BIAS : 0;
+        mantissa[i] = finite ? next : product;
+    }
+}
+
 /* ---------------------------------------------------------------- leaves as table rows */
 
 /* The index of the columns of node v of tree g ([M]). */
@@ -222,8 +266,6 @@ INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int6
  * step of a node then runs on whole vectors (in-group shuffles instead of scalar broadcasts and horizontal sums),
  * and the downward pass keeps the node's outer products in registers across its columns. Same math, summed in
  * another order. Built by GCC for float only (vector extensions, __builtin_shuffle); elsewhere the generic code. */
-#define IS_f32 1
-#define IS_f64 0
 #if defined(__GNUC__) && !defined(__clang__) && CONCAT(IS, SUFFIX)
 #define PACKED4 1
 typedef float Vec16 __attribute__((vector_size(64)));
@@ -479,11 +521,15 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
     }
 }
 
-/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch holds H*H + TILE*H numbers. */
+/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch as laid out by hmmlvd_upward. */
 INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict scratch,
                         int64_t H) {
-    const int64_t G = p->groups, M = p->columns, D = p->nodes;
+    const int64_t M = p->columns, D = p->nodes, count = m1 - m0;
     REAL *restrict wt = scratch, *restrict out = scratch + H * H;
+    REAL *restrict sums = scratch + whole_lines(H * H + TILE * H);           /* one node's scales, [count] */
+    REAL *restrict mantissa = sums + whole_lines(p->block_columns);          /* [g1 - g0, count] */
+    int64_t *restrict exponent = (int64_t *)(mantissa + whole_lines(p->block_groups * p->block_columns));
+    for (int64_t e = 0; e < (g1 - g0) * count; ++e) mantissa[e] = 1, exponent[e] = 0;
     const int64_t stride = p->stride_column;
     if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
     for (int64_t j = 0; j < D - 1; ++j) {
@@ -492,8 +538,6 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
             const REAL *w = p->transitions + ((g * (D - 1) + p->rows[node]) * H) * H;
             transpose(w, wt, H);
             REAL *below = row_at(p, g, node, m0), *above = row_at(p, g, parent, m0);
-            REAL *sums = p->sums + (j * G + g) * M + m0;
-            const int64_t count = m1 - m0;
             int64_t i = 0;                                            /* columns m0 + i */
 #if PACKED4
             if (H == 4 && stride == 4) {
@@ -511,18 +555,23 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
                 upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, TILE, H);
             for (; i < count; ++i)
                 upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, 1, H);
+            fold_scales(sums, mantissa + (g - g0) * count, exponent + (g - g0) * count, count);
         }
     }
     for (int64_t g = g0; g < g1; ++g) {
         const REAL *weights = p->root_weights + g * H;
-        REAL *sums = p->sums + ((D - 1) * G + g) * M;
         for (int64_t m = m0; m < m1; ++m) {
             REAL *restrict x = row_at(p, g, p->root, m);
-            sums[m] = normalize(x, H);
+            sums[m - m0] = normalize(x, H);
             REAL total = 0;
             for (int64_t h = 0; h < H; ++h) total += x[h] * weights[h];
             p->root_sums[g * M + m] = total < TINY ? TINY : total;
         }
+        REAL *own_mantissa = mantissa + (g - g0) * count;
+        int64_t *own_exponent = exponent + (g - g0) * count;
+        fold_scales(sums, own_mantissa, own_exponent, count);
+        for (int64_t i = 0; i < count; ++i)
+            p->log_scales[g * M + m0 + i] = (REAL)((double)own_exponent[i] * LN2 + log((double)own_mantissa[i]));
     }
 }
 
@@ -694,6 +743,16 @@ static void task_bounds(const Pass *p, const Grid *grid, int64_t t, int64_t *g0,
     *m1 = *m0 + grid->column_block < p->columns ? *m0 + grid->column_block : p->columns;
 }
 
+/* Task t of the downward pass: blocks [t * blocks_per_task, (t + 1) * blocks_per_task) of the grid, in order. */
+static void downward_blocks(const Pass *p, const Grid *grid, DownwardTask task, int64_t t, int64_t blocks_per_task,
+                            REAL *transition_counts, REAL *root_counts, REAL *leaf_counts, REAL *scratch) {
+    for (int64_t block = t * blocks_per_task; block < (t + 1) * blocks_per_task; ++block) {
+        int64_t g0, g1, m0, m1;
+        task_bounds(p, grid, block, &g0, &g1, &m0, &m1);
+        task(p, g0, g1, m0, m1, transition_counts, root_counts, leaf_counts, scratch);
+    }
+}
+
 /* The calling thread's number in the current parallel region (0 without OpenMP). */
 static int thread_number(void) {
 #ifdef _OPENMP
@@ -703,24 +762,27 @@ static int thread_number(void) {
 #endif
 }
 
-/* The upward pass: scales the values in place, writes sums and root_sums. With leaf_table (else
+/* The upward pass: scales the values in place, writes log_scales and root_sums. With leaf_table (else
  * NULL), the leaves are gathered from it first (see the top of this file; leaf_shape = {K, S, T}). With values
- * NULL (leaf_table needed) no values are kept: each task runs in a block of its own, in cache, and only sums and
- * root_sums are written (likelihoods only). Returns 0, -1 when scratch memory could not be allocated (nothing is
- * written then), or -2 for values NULL without leaf_table. */
-int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *sums,
+ * NULL (leaf_table needed) no values are kept: each task runs in a block of its own, in cache, and only log_scales
+ * and root_sums are written (likelihoods only). Returns 0, -1 when scratch memory could not be allocated (nothing
+ * is written then), or -2 for values NULL without leaf_table. */
+int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value_strides, REAL *log_scales,
                         const REAL *transitions, const REAL *root_weights, REAL *root_sums,
                         const REAL *leaf_table, const int64_t *leaf_index, const int64_t *leaf_trees,
                         const int64_t *leaf_shape, const int64_t *order, const int64_t *parents, const int64_t *rows,
                         int64_t root, int num_threads) {
     Pass p = make_pass(shape, values, value_strides, leaf_index, leaf_trees, leaf_shape, order, parents, rows, root);
-    p.sums = sums, p.transitions = transitions, p.root_weights = root_weights;
+    p.log_scales = log_scales, p.transitions = transitions, p.root_weights = root_weights;
     p.root_sums = root_sums, p.leaf_table = leaf_table;
     if (!values && !leaf_table) return -2;
     const int threads = num_threads < 1 ? 1 : num_threads;
     const Grid grid = make_grid(&p, threads);
+    p.block_groups = grid.group_block, p.block_columns = grid.column_block;
     const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
-    const int64_t work_size = whole_lines(H * H + TILE * H);
+    const int64_t products = grid.group_block * grid.column_block;          /* the scales' running products */
+    const int64_t work_size = whole_lines(H * H + TILE * H) + whole_lines(grid.column_block) + whole_lines(products)
+                              + whole_lines(products * (int64_t)(sizeof(int64_t) / sizeof(REAL)));
     const int64_t scratch_size = work_size + (values ? 0 : whole_lines(block_size(&p, &grid)));
     REAL *scratch = allocate(threads * scratch_size, 0);
     if (!scratch) return -1;
@@ -728,7 +790,7 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
 #pragma omp parallel num_threads(threads)
     {
         REAL *own = scratch + (int64_t)thread_number() * scratch_size;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < tasks; ++t) {
             int64_t g0, g1, m0, m1;
             task_bounds(&p, &grid, t, &g0, &g1, &m0, &m1);
@@ -780,13 +842,15 @@ int NAME(hmmlvd_downward)(const int64_t *shape, REAL *values, const int64_t *val
             own_root = root_counts ? own + scratch_size + transition_size : NULL;
             own_leaves = leaf_counts ? own + scratch_size + transition_size + root_size : NULL;
         }
+        if (private_counts) {                 /* static: a thread's sums, and so the totals, the same every call */
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; ++t)
-            for (int64_t block = t * blocks_per_task; block < (t + 1) * blocks_per_task; ++block) {
-                int64_t g0, g1, m0, m1;
-                task_bounds(&p, &grid, block, &g0, &g1, &m0, &m1);
-                task(&p, g0, g1, m0, m1, own_transitions, own_root, own_leaves, own);
-            }
+            for (int64_t t = 0; t < tasks; ++t)
+                downward_blocks(&p, &grid, task, t, blocks_per_task, own_transitions, own_root, own_leaves, own);
+        } else {                              /* each task owns its counts: any thread may run it */
+#pragma omp for schedule(dynamic)
+            for (int64_t t = 0; t < tasks; ++t)
+                downward_blocks(&p, &grid, task, t, blocks_per_task, own_transitions, own_root, own_leaves, own);
+        }
         if (private_counts) {                                 /* sum the threads' counts (implicit barrier above) */
 #pragma omp for schedule(static)
             for (int64_t e = 0; e < counted_size; ++e) {

@@ -173,21 +173,23 @@ def _run(name: str, plan, values: Tensor | None, shape: tuple[int, ...], dtype: 
         raise ValueError(f"the tree-pass kernel refused its arguments (status {status})")
 
 
-def upward(plan, values: Tensor | None, sums: Tensor, transitions: Tensor, root_weights: Tensor,
+def upward(plan, values: Tensor | None, log_scales: Tensor, transitions: Tensor, root_weights: Tensor,
            root_sums: Tensor, leaves=None) -> None:
     """The upward pass of :func:`.tree_pass.upward` in C: scales ``values`` [G, D, M, H] (any strides, unit
-    over H) in place and writes ``sums`` [D, G, M] (node ``plan.order[j]``'s in row j, the root's last) and
-    ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H], ``root_weights`` [G, H]. No messages are written: the
-    message node v sent is ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`),
-    the values are first filled with the leaves gathered from its table; with leaves and ``values`` None, no
-    values are kept (each block of them lives in cache while the pass runs over it), only the sums."""
+    over H) in place and writes ``log_scales`` [G, M] (the sum of the logs of every node's scale: a non-root
+    node's message's largest entry, the root's sum) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H],
+    ``root_weights`` [G, H]. No messages are written: the message node v sent is
+    ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`), the values are first
+    filled with the leaves gathered from its table; with leaves and ``values`` None, no values are kept (each block
+    of them lives in cache while the pass runs over it), only the scales."""
     if values is None and leaves is None:
         raise ValueError("an upward pass that keeps no values needs its leaves as table rows (Leaves)")
-    num_nodes, groups, columns = sums.shape[:3]
-    shape = tuple(values.shape) if values is not None else (groups, num_nodes, columns, root_weights.shape[1])
-    _run("upward", plan, values, shape, sums.dtype,
-         {"sums": sums, "transitions": transitions, "root_weights": root_weights, "root_sums": root_sums,
-          "leaf_table": None if leaves is None else leaves.table, **_leaf_arguments(leaves, sums.dtype)})
+    groups, columns = log_scales.shape
+    shape = tuple(values.shape) if values is not None else (groups, plan.num_nodes, columns, root_weights.shape[1])
+    _run("upward", plan, values, shape, log_scales.dtype,
+         {"log_scales": log_scales, "transitions": transitions, "root_weights": root_weights,
+          "root_sums": root_sums, "leaf_table": None if leaves is None else leaves.table,
+          **_leaf_arguments(leaves, log_scales.dtype)})
 
 
 def downward(plan, values: Tensor, transitions: Tensor, root_weights: Tensor, root_scales: Tensor,

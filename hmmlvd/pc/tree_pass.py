@@ -214,17 +214,19 @@ def upward(plan: TreePlan, leaf: Tensor | Leaves, transitions: Tensor, root_weig
         values, shape = leaf, tuple(leaf.shape)
         kernel = tree_kernel.supports(values, transitions, root_weights)
     num_nodes, columns = shape[1], shape[2]
-    sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), root_weights)      # one row per node
     if kernel:
         messages, root_sums = None, root_weights.new_empty(groups, columns)
-        tree_kernel.upward(plan, values, sums, transitions.contiguous(), root_weights.contiguous(), root_sums,
-                           leaves)
+        log_likelihood = root_weights.new_empty(groups, columns)                       # the log scales, first
+        tree_kernel.upward(plan, values, log_likelihood, transitions.contiguous(), root_weights.contiguous(),
+                           root_sums, leaves)
     else:
         messages = empty(workspace, "messages", (num_nodes - 1, groups, columns, hidden), values)
+        sums = empty(workspace, "sums", (num_nodes, groups, columns, 1), root_weights)  # one row per node
         if leaves is not None:
             leaves.gather(values)
         root_sums = _torch_upward(plan, values, messages, sums, transitions, root_weights)
-    log_likelihood = sums.log_().sum(0)[..., 0] + root_sums.log()
+        log_likelihood = sums.log_().sum(0)[..., 0]
+    log_likelihood += root_sums.log()
     if log_scale is not None:
         log_likelihood += log_scale
     return TreePass(values, messages, root_sums, log_likelihood, leaves)

@@ -202,6 +202,28 @@ def test_kernel_matches_brute_force(dtype, tolerance):
         torch.testing.assert_close(got.double(), reference, rtol=tolerance, atol=tolerance, msg=name)
 
 
+@pytest.mark.parametrize("hidden", [4, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_likelihood_far_below_the_smallest_float(dtype, hidden, monkeypatch):
+    """A chain of 60 sharp leaves (every entry about 1e-30, the rest clamped at the smallest normal number): the
+    product of the scales, near 1e-1800, lies far outside float32 and float64, and the kernel, which keeps it as
+    a mantissa and an exponent per column, still gives the log-likelihood of the torch pass in float64 (which adds
+    the scales' logs one by one)."""
+    parents = tuple(range(-1, 59))
+    generator = torch.Generator().manual_seed(5)
+    leaf = (torch.rand(60, 12, 3, hidden, generator=generator, dtype=torch.float64) * 1e-30)
+    leaf = leaf.masked_fill(torch.rand(leaf.shape, generator=generator) < 0.3, 0.0).clamp_min(1.2e-38)
+    _, transitions, root, _ = tree_inputs(parents, 3, 12, hidden, torch.float64, seed=5)
+    plan = plan_tree(parents)
+    with monkeypatch.context() as patch:
+        patch.setattr(tree_kernel, "available", lambda: False)
+        expected = upward(plan, leaf.permute(2, 0, 1, 3).clone(), transitions, root).log_likelihood
+    got = upward(plan, leaf.permute(2, 0, 1, 3).to(dtype), transitions.to(dtype), root.to(dtype)).log_likelihood
+    assert bool((expected < -3500).all()) and bool(torch.isfinite(got).all())
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance, atol=0.0)
+
+
 @pytest.mark.parametrize("hidden", [5, 16])                   # 16: the packed rows (tied 30 columns, untied 10)
 @pytest.mark.parametrize("tied", [True, False])
 def test_patch_circuit_counts_match_torch(tied, hidden, monkeypatch):
