@@ -56,9 +56,29 @@ def test_margins_are_em_alone_minus_lvd_per_family_and_size() -> None:
                 ("lvd", False, 16, 2000, 3.3), ("hclt", True, 16, 2000, 3.0),     # no EM alone in this family
                 ("em", True, 16, 8000, 3.2)]]
     found = load_script().margins(rows)
-    assert list(found) == [(True, 4)]
-    assert [size for size, _ in found[True, 4]] == [1000, 4000]
-    assert [round(lead, 6) for _, lead in found[True, 4]] == [0.02, 0.07]
+    assert list(found) == [(True, 4, 0.1)]                           # rows that do not say: the default pseudocount
+    assert [size for size, _ in found[True, 4, 0.1]] == [1000, 4000]
+    assert [round(lead, 6) for _, lead in found[True, 4, 0.1]] == [0.02, 0.07]
+
+
+def test_families_of_another_pseudocount_are_apart(tmp_path: Path) -> None:
+    """Rows of two files that differ only in their pseudocount are two families, each with its own margins."""
+    script = load_script()
+    small = bench_file(tmp_path / "small.json")
+    results = json.loads(small.read_text())
+    results["pseudocount"] = 0.01
+    results["rows"] = [{**row, "test_bpd": row["test_bpd"] - (0.05 if row["model"] == "lvd" else 0.0)}
+                       for row in results["rows"]]
+    small.write_text(json.dumps(results))
+    _, _, rows = script.load_rows([str(bench_file(tmp_path / "default.json")), str(small)])
+    found = script.margins(rows)
+    assert sorted(found) == [(True, 4, 0.01), (True, 4, 0.1)]
+    assert [round(lead, 6) for _, lead in found[True, 4, 0.1]] == [0.1, 0.1]
+    assert [round(lead, 6) for _, lead in found[True, 4, 0.01]] == [0.15, 0.15]
+    assert script.family_label((True, 4, 0.01), rows) == "tied, H = 4, pseudocount 0.01"
+    out = tmp_path / "both.png"
+    done = run(str(tmp_path / "default.json"), str(small), "--margins", "--out", str(out))
+    assert done.returncode == 0, done.stderr
 
 
 def test_margins_panel_is_drawn_and_refused_without_pairs(tmp_path: Path) -> None:
