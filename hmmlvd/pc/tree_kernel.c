@@ -790,7 +790,7 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
 #pragma omp parallel num_threads(threads)
     {
         REAL *own = scratch + (int64_t)thread_number() * scratch_size;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic, grid.column_blocks)      /* a block of trees at a time: its tables stay in L2 */
         for (int64_t t = 0; t < tasks; ++t) {
             int64_t g0, g1, m0, m1;
             task_bounds(&p, &grid, t, &g0, &g1, &m0, &m1);
