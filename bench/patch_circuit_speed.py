@@ -11,7 +11,8 @@ Fashion-MNIST training split); "peak MiB" is the child's peak resident memory.
 
 ``--compare-with DIR`` also runs the ``hmmlvd`` package found in DIR (e.g. ``git archive main hmmlvd | tar -x -C
 /tmp/main``): for every size, ``--rounds`` rounds each run the old child and then the new one, every round is
-printed, and the speed-ups divide the best old time by the best new one.
+printed, and the speed-ups divide the best old time by the best new one, and (on a shared host, the steadier
+figure) take the median over rounds of each round's old time over its new one.
 
     PYTHONPATH=. python bench/patch_circuit_speed.py --threads 2 --sizes 64,16,1 64,4,1 16,16,0 \\
         --compare-with /tmp/main --json bench/results/patch_circuit_speed.json
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import resource
 import subprocess
 import sys
@@ -93,6 +95,15 @@ def _cpu() -> str:
         return platform.processor() or platform.machine()
 
 
+def _paired_ratio(rows: list[dict], key: str) -> float:
+    """The median over rounds of the old time over the new one (each round's two children ran back to back, so a
+    slow spell of a shared host falls on both sides of most ratios, where it moves the best times apart)."""
+    by_round = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {})[row["version"]] = row[key]
+    return statistics.median(times["old"] / times["new"] for times in by_round.values())
+
+
 def _child(size: str, root: str, args) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--one", size, "--batch-size", str(args.batch_size),
                "--repeats", str(args.repeats), "--threads", str(args.threads), "--device", args.device]
@@ -129,10 +140,11 @@ def main() -> None:
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for size in args.sizes:
-        best = {}
-        for _, (name, root) in ((r, v) for r in range(args.rounds) for v in reversed(versions.items())):
-            row = {**_child(size, root, args), "version": name}
+        best, size_rows = {}, []
+        for round_number, (name, root) in ((r, v) for r in range(args.rounds) for v in reversed(versions.items())):
+            row = {**_child(size, root, args), "version": name, "round": round_number}
             rows.append(row)
+            size_rows.append(row)
             best[name] = {key: min(value, best.get(name, row)[key]) for key, value in row.items()
                           if key.endswith("_s")}
             print(f"| {row['k']} | {row['H']} | {'yes' if row['tied'] else 'no'} | {name} | {row['em_counts_s']:.3f} | "
@@ -143,6 +155,9 @@ def main() -> None:
             print(f"|  |  |  | old/new time | {old['em_counts_s'] / new['em_counts_s']:.2f}× |  |  |  | "
                   f"{old['lvd_counts_s'] / new['lvd_counts_s']:.2f}× | "
                   f"{old['latent_step_s'] / new['latent_step_s']:.2f}× |  | |", flush=True)
+            paired = {key: _paired_ratio(size_rows, key) for key in ("em_counts_s", "lvd_counts_s", "latent_step_s")}
+            print(f"|  |  |  | old/new, median of rounds | {paired['em_counts_s']:.2f}× |  |  |  | "
+                  f"{paired['lvd_counts_s']:.2f}× | {paired['latent_step_s']:.2f}× |  | |", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
