@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .evidence import Evidence
+from .numerics import exp_normal
 from .layers import InputGroup, LayerPlan, Semiring, SumGroup
 
 
@@ -29,7 +30,7 @@ class SumProduct:
         """``[n, U, B]`` log sums of the children's log values ``[n, C, B]``."""
         shift = children.amax(1, keepdim=True)
         shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-        probs = torch.exp(children - shift)
+        probs = exp_normal(children - shift)
         sums = torch.bmm(group.params, probs)
         self.sum_cache[id(group)] = (probs, sums)
         return sums.log() + shift
