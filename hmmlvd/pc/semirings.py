@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from .evidence import Evidence
-from .numerics import exp_normal
 from .layers import InputGroup, LayerPlan, Semiring, SumGroup
+from .numerics import exp_normal
 
 
 class SumProduct:
