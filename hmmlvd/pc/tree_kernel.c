@@ -33,8 +33,8 @@
  * core does not hold the other back); tasks with private counts are dealt out statically, so that every thread's
  * counts, and their total, are summed in the same order on every call.
  *
- * The inner loops run over H with contiguous rows (axpy form); they are compiled for H = 4, 8, 16 and 32 as
- * constants (fully unrolled and vectorised), and for any other H generically. Built by GCC in float32 with
+ * The inner loops run over H with contiguous rows (axpy form); they are compiled for H = 4, 8, 16, 32 and 64
+ * as constants (fully unrolled and vectorised), and for any other H generically. Built by GCC in float32 with
  * contiguous rows, H = 4 packs four columns per 16-number vector and H = 16 holds a row in one (see below).
  */
 #define _POSIX_C_SOURCE 200112L        /* posix_memalign */
@@ -584,6 +584,7 @@ UPWARD_TASK(4, 4)
 UPWARD_TASK(8, 8)
 UPWARD_TASK(16, 16)
 UPWARD_TASK(32, 32)
+UPWARD_TASK(64, 64)
 UPWARD_TASK(any, p->hidden)
 
 typedef void (*UpwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *);
@@ -594,6 +595,7 @@ static UpwardTask upward_for(int64_t hidden) {
         case 8: return upward_task_8;
         case 16: return upward_task_16;
         case 32: return upward_task_32;
+        case 64: return upward_task_64;
         default: return upward_task_any;
     }
 }
@@ -703,6 +705,7 @@ DOWNWARD_TASK(4, 4)
 DOWNWARD_TASK(8, 8)
 DOWNWARD_TASK(16, 16)
 DOWNWARD_TASK(32, 32)
+DOWNWARD_TASK(64, 64)
 DOWNWARD_TASK(any, p->hidden)
 
 typedef void (*DownwardTask)(const Pass *, int64_t, int64_t, int64_t, int64_t, REAL *, REAL *, REAL *, REAL *);
@@ -713,6 +716,7 @@ static DownwardTask downward_for(int64_t hidden) {
         case 8: return downward_task_8;
         case 16: return downward_task_16;
         case 32: return downward_task_32;
+        case 64: return downward_task_64;
         default: return downward_task_any;
     }
 }

@@ -101,7 +101,7 @@ def test_kernel_matches_torch_passes(tree, groups, hidden, dtype, counts, monkey
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("hidden", [4, 16])
+@pytest.mark.parametrize("hidden", [4, 16, 64])                   # 64: the latent tree's size at k = 64
 @pytest.mark.parametrize("tree", ["random 16", "star", "chain"])
 def test_contiguous_rows_match_torch_passes(tree, hidden, dtype, monkeypatch):
     # contiguous [G, D, M, H] values: H = 4 and 16 run the packed float32 paths (four or eight columns at a time),
