@@ -521,14 +521,32 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
     }
 }
 
-/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch as laid out by hmmlvd_upward. */
+/* Where an upward task's scratch parts start (in REALs, each on a cache line), and its size: w transposed [H, H]
+ * and the products [TILE, H] at 0, one node's scales [block columns], the scales' running mantissas [block trees,
+ * block columns] and their exponents (int64, as many). */
+typedef struct {
+    int64_t sums, mantissa, exponent, size;
+} UpwardScratch;
+
+static UpwardScratch upward_scratch(const Pass *p) {
+    const int64_t products = p->block_groups * p->block_columns;
+    UpwardScratch layout;
+    layout.sums = whole_lines(p->hidden * p->hidden + TILE * p->hidden);
+    layout.mantissa = layout.sums + whole_lines(p->block_columns);
+    layout.exponent = layout.mantissa + whole_lines(products);
+    layout.size = layout.exponent + whole_lines(products * (int64_t)(sizeof(int64_t) / sizeof(REAL)));
+    return layout;
+}
+
+/* One task of the upward pass: trees [g0, g1), columns [m0, m1); scratch as upward_scratch lays it out. */
 INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, REAL *restrict scratch,
                         int64_t H) {
     const int64_t M = p->columns, D = p->nodes, count = m1 - m0;
+    const UpwardScratch layout = upward_scratch(p);
     REAL *restrict wt = scratch, *restrict out = scratch + H * H;
-    REAL *restrict sums = scratch + whole_lines(H * H + TILE * H);           /* one node's scales, [count] */
-    REAL *restrict mantissa = sums + whole_lines(p->block_columns);          /* [g1 - g0, count] */
-    int64_t *restrict exponent = (int64_t *)(mantissa + whole_lines(p->block_groups * p->block_columns));
+    REAL *restrict sums = scratch + layout.sums;                             /* one node's scales, [count] */
+    REAL *restrict mantissa = scratch + layout.mantissa;                     /* [g1 - g0, count] */
+    int64_t *restrict exponent = (int64_t *)(scratch + layout.exponent);
     for (int64_t e = 0; e < (g1 - g0) * count; ++e) mantissa[e] = 1, exponent[e] = 0;
     const int64_t stride = p->stride_column;
     if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
@@ -784,9 +802,7 @@ int NAME(hmmlvd_upward)(const int64_t *shape, REAL *values, const int64_t *value
     const Grid grid = make_grid(&p, threads);
     p.block_groups = grid.group_block, p.block_columns = grid.column_block;
     const int64_t tasks = grid.group_blocks * grid.column_blocks, H = p.hidden;
-    const int64_t products = grid.group_block * grid.column_block;          /* the scales' running products */
-    const int64_t work_size = whole_lines(H * H + TILE * H) + whole_lines(grid.column_block) + whole_lines(products)
-                              + whole_lines(products * (int64_t)(sizeof(int64_t) / sizeof(REAL)));
+    const int64_t work_size = upward_scratch(&p).size;
     const int64_t scratch_size = work_size + (values ? 0 : whole_lines(block_size(&p, &grid)));
     REAL *scratch = allocate(threads * scratch_size, 0);
     if (!scratch) return -1;
