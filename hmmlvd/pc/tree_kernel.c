@@ -20,9 +20,11 @@
  *
  * Leaves may be given as rows of a table (tree_pass.Leaves): leaf_table [T, D, K, H], leaf_index [S, D, M] (int64,
  * -1 for a missing value, whose leaf is 1) and leaf_trees [G] (the table entry of every tree; NULL: tree g reads
- * entry g); tree g reads the index of stack g / (G / S). The upward pass then gathers each task's leaves itself
- * (clamped at the smallest normal number), and the downward pass adds every observed leaf's flow into leaf_counts
- * [T, D, K, H] (only with leaf_trees NULL, so that a tree owns its table entry) while the flow is in cache.
+ * entry g); tree g reads the index of stack g / (G / S). The upward pass then reads each task's leaves itself
+ * (clamped at the smallest normal number): a node's first child writes the node's row as its leaf times the message
+ * (no separate pass writes the leaves first; only childless nodes' leaves are copied in), and the downward pass adds
+ * every observed leaf's flow into leaf_counts [T, D, K, H] (only with leaf_trees NULL, so that a tree owns its table
+ * entry) as it writes the flow.
  *
  * Work is cut into tasks of (a block of trees, a block of columns). A block of trees spans at least one cache line
  * of H-rows (so small H does not waste the lines of a node-major layout) and a block of columns keeps the D rows
@@ -228,10 +230,43 @@ INLINE int64_t leaf_entry(const Pass *p, int64_t g, int64_t v) {
     return (tree * p->nodes + v) * p->categories;
 }
 
-/* Write the leaves of trees [g0, g1), columns [m0, m1) into the values: table rows clamped at TINY, 1 if missing. */
-INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64_t m1, int64_t H) {
+/* The leaves of one node of one tree, for a run of columns: index [columns] (NULL: none given) into the node's
+ * table rows [K, H] (the upward pass reads them) or count rows [K, H] (the downward pass adds flows into them). */
+typedef struct {
+    const int64_t *index;
+    const REAL *table;
+    REAL *counts;
+    const REAL *ones;              /* [H]: the leaf of a missing value */
+} NodeLeaves;
+
+/* leaf shifted by count columns. */
+INLINE NodeLeaves leaves_after(NodeLeaves leaf, int64_t count) {
+    if (leaf.index) leaf.index += count;
+    return leaf;
+}
+
+/* The table row of column m (clamped at TINY by its user), or a row of ones if the value is missing. */
+INLINE const REAL *leaf_row(NodeLeaves leaf, int64_t m, int64_t H) {
+    const int64_t i = leaf.index[m];
+    return i < 0 ? leaf.ones : leaf.table + i * H;
+}
+
+/* Add the flow row of column m into its observed value's count row (nothing if missing). */
+INLINE void count_leaf(NodeLeaves leaf, int64_t m, const REAL *restrict flow, int64_t H) {
+    const int64_t i = leaf.index[m];
+    if (i < 0) return;
+    REAL *restrict c = leaf.counts + i * H;
+#pragma omp simd
+    for (int64_t h = 0; h < H; ++h) c[h] += flow[h];
+}
+
+/* Write the leaves of the childless nodes (state 0) of trees [g0, g1), columns [m0, m1) into the values: table rows
+ * clamped at TINY, 1 if missing. (Every other node's leaf is multiplied in by the upward step of its first child.) */
+INLINE void gather_leaves(const Pass *p, const unsigned char *state, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
+                          int64_t H) {
     for (int64_t g = g0; g < g1; ++g)
         for (int64_t v = 0; v < p->nodes; ++v) {
+            if (state[v]) continue;
             const int64_t *index = leaf_columns(p, g, v);
             const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
             for (int64_t m = m0; m < m1; ++m) {
@@ -247,17 +282,17 @@ INLINE void gather_leaves(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
 }
 
-/* Add the flows of node v of tree g, columns [m0, m1), into counts [T, D, K, H] at their observed values. */
-INLINE void scatter_leaves(const Pass *p, int64_t g, int64_t v, int64_t m0, int64_t m1, REAL *counts, int64_t H) {
-    const int64_t *index = leaf_columns(p, g, v);
-    REAL *table = counts + leaf_entry(p, g, v) * H;
-    for (int64_t m = m0; m < m1; ++m)
-        if (index[m] >= 0) {
-            REAL *restrict c = table + index[m] * H;
-            const REAL *restrict x = row_at(p, g, v, m);
-#pragma omp simd
-            for (int64_t h = 0; h < H; ++h) c[h] += x[h];
-        }
+/* The leaves of node v of tree g from column m0: their table rows (table [T, D, K, H] and ones) or their count
+ * rows (counts [T, D, K, H]); none (index NULL) if both are NULL. */
+INLINE NodeLeaves node_leaves(const Pass *p, const REAL *table, const REAL *ones, REAL *counts, int64_t g, int64_t v,
+                              int64_t m0) {
+    NodeLeaves leaf = {NULL, NULL, NULL, ones};
+    if (!table && !counts) return leaf;
+    const int64_t entry = leaf_entry(p, g, v) * p->hidden;
+    leaf.index = leaf_columns(p, g, v) + m0;
+    leaf.table = table ? table + entry : NULL;
+    leaf.counts = counts ? counts + entry : NULL;
+    return leaf;
 }
 
 /* ---------------------------------------------------------------- H = 4, four columns per vector (GCC, float) */
@@ -317,7 +352,7 @@ INLINE Vec16 products4(Vec16 v, const Vec16 rows[4]) {
 
 /* Columns [0, count) (count a multiple of 4) of one node of one tree, as upward_columns with H = 4. */
 INLINE void upward_node4(float *restrict x, float *restrict z, float *restrict sums,
-                         const float *restrict wt, int64_t count) {
+                         const float *restrict wt, int64_t count, NodeLeaves leaf) {
     const Lanes16 flip1 = GROUPS4(FLIP1), flip2 = GROUPS4(FLIP2);
     const Vec16 tiny = (Vec16){0} + TINY;
     Vec16 rows[4];
@@ -331,14 +366,22 @@ INLINE void upward_node4(float *restrict x, float *restrict z, float *restrict s
         const Vec16 scale = 1 / peak;
         const Vec16 message = opaque16(out * scale);
         store16(x + 4 * m, v * scale);
-        store16(z + 4 * m, load16(z + 4 * m) * message);
+        Vec16 before;
+        if (leaf.index) {
+            float rows[16];
+            for (int t = 0; t < 4; ++t) memcpy(rows + 4 * t, leaf_row(leaf, m + t, 4), 4 * sizeof(float));
+            before = max16(load16(rows), tiny);
+        } else {
+            before = load16(z + 4 * m);
+        }
+        store16(z + 4 * m, before * message);
     }
 }
 
 /* Columns [0, count) (count a multiple of 4) of one node of one tree, as downward_columns with H = 4; with outer
  * (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. */
 INLINE void downward_node4(float *restrict x, const float *restrict flow, const float *restrict w,
-                           const float *restrict wt, float *restrict outer, int64_t count) {
+                           const float *restrict wt, float *restrict outer, int64_t count, NodeLeaves leaf) {
     const Lanes16 turn1 = GROUPS4(TURN1), turn2 = GROUPS4(TURN2), turn3 = GROUPS4(TURN3);
     Vec16 rows[4], columns[4];
     tile_rows4(w, rows);
@@ -354,6 +397,8 @@ INLINE void downward_node4(float *restrict x, const float *restrict flow, const 
             by3 += __builtin_shuffle(ratio, turn3) * v;
         }
         store16(x + 4 * m, v * products4(ratio, rows));
+        if (leaf.index)
+            for (int t = 0; t < 4; ++t) count_leaf(leaf, m + t, x + 4 * (m + t), 4);
     }
     if (outer) {
         const Vec16 shifted[4] = {same, by1, by2, by3};
@@ -394,7 +439,7 @@ INLINE Vec16 maxima8(const Vec16 out[8]) {
 
 /* Columns [0, count) (count a multiple of TILE16) of one node of one tree, as upward_columns with H = 16. */
 INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict sums,
-                          const float *restrict wt, int64_t count) {
+                          const float *restrict wt, int64_t count, NodeLeaves leaf) {
     Vec16 rows[16];
     for (int c = 0; c < 16; ++c) rows[c] = load16(wt + 16 * c);
     const Vec16 tiny = (Vec16){0} + TINY;
@@ -412,7 +457,8 @@ INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict 
             sums[m + t] = peak[2 * t];
             const Vec16 message = opaque16(out[t] * scales[2 * t]);
             store16(x + at, load16(x + at) * scales[2 * t]);
-            store16(z + at, load16(z + at) * message);
+            const Vec16 before = leaf.index ? max16(load16(leaf_row(leaf, m + t, 16)), tiny) : load16(z + at);
+            store16(z + at, before * message);
         }
     }
 }
@@ -421,7 +467,7 @@ INLINE void upward_node16(float *restrict x, float *restrict z, float *restrict 
  * outer (else NULL), outer[a][c] += Σ_m ratio_m[a] x_m[c]. Each product runs as its own phase over the tile's
  * columns, so that every phase has eight or sixteen independent sums in flight. */
 INLINE void downward_node16(float *restrict x, const float *restrict flow, const float *restrict w,
-                            const float *restrict wt, float *restrict outer, int64_t count) {
+                            const float *restrict wt, float *restrict outer, int64_t count, NodeLeaves leaf) {
     Vec16 sum[16] = {0};                                        /* sum[a]: Σ_m ratio_m[a] x_m */
     for (int64_t m = 0; m < count; m += TILE16) {
         const float *restrict v = x + 16 * m;
@@ -443,7 +489,10 @@ INLINE void downward_node16(float *restrict x, const float *restrict flow, const
             const Vec16 row = load16(w + 16 * a);
             for (int t = 0; t < TILE16; ++t) acc[t] += ratio[16 * t + a] * row;
         }
-        for (int t = 0; t < TILE16; ++t) store16(x + 16 * (m + t), load16(v + 16 * t) * acc[t]);
+        for (int t = 0; t < TILE16; ++t) {
+            store16(x + 16 * (m + t), load16(v + 16 * t) * acc[t]);
+            if (leaf.index) count_leaf(leaf, m + t, x + 16 * (m + t), 16);
+        }
     }
     if (outer)
         for (int a = 0; a < 16; ++a) store16(outer + 16 * a, load16(outer + 16 * a) + sum[a]);
@@ -503,10 +552,11 @@ INLINE void row_products(const REAL *restrict v, int64_t stride, const REAL *res
 
 /* T columns (rows x and z of the first; the next ones a column stride apart) of one node of one tree: the
  * messages w x (wt: w transposed), divided by their largest entry, are multiplied into the parent's rows z, and the
- * node's rows x are divided by the same (these scales into sums[0..T)), so that w x is then the message sent. The
- * products w x run T side by side in out (T*H scratch). */
+ * node's rows x are divided by the same (these scales into sums[0..T)), so that w x is then the message sent. With
+ * leaf rows (leaf.index not NULL: the parent's first child), z is written as the parent's leaf times the message
+ * instead. The products w x run T side by side in out (T*H scratch). */
 INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, REAL *restrict sums,
-                           const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H) {
+                           const REAL *restrict wt, REAL *restrict out, int64_t T, int64_t H, NodeLeaves leaf) {
     row_products(x, stride, wt, out, T, H);                   /* out = w x (wt: w transposed) */
     for (int64_t t = 0; t < T; ++t) {
         REAL *restrict row = x + t * stride;
@@ -516,16 +566,23 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
         for (int64_t a = 0; a < H; ++a) {
             row[a] *= scale;
             out[t * H + a] *= scale;                  /* z (out scale), not (z out) scale, which may underflow */
-            z[t * stride + a] *= out[t * H + a];
+        }
+        if (leaf.index) {
+            const REAL *restrict before = leaf_row(leaf, t, H);
+#pragma omp simd
+            for (int64_t a = 0; a < H; ++a) z[t * stride + a] = (before[a] < TINY ? TINY : before[a]) * out[t * H + a];
+        } else {
+#pragma omp simd
+            for (int64_t a = 0; a < H; ++a) z[t * stride + a] *= out[t * H + a];
         }
     }
 }
 
 /* Where an upward task's scratch parts start (in REALs, each on a cache line), and its size: w transposed [H, H]
  * and the products [TILE, H] at 0, one node's scales [block columns], the scales' running mantissas [block trees,
- * block columns] and their exponents (int64, as many). */
+ * block columns] and their exponents (int64, as many), a row of ones [H] and the nodes' states (bytes, [D]). */
 typedef struct {
-    int64_t sums, mantissa, exponent, size;
+    int64_t sums, mantissa, exponent, ones, state, size;
 } UpwardScratch;
 
 static UpwardScratch upward_scratch(const Pass *p) {
@@ -534,7 +591,9 @@ static UpwardScratch upward_scratch(const Pass *p) {
     layout.sums = whole_lines(p->hidden * p->hidden + TILE * p->hidden);
     layout.mantissa = layout.sums + whole_lines(p->block_columns);
     layout.exponent = layout.mantissa + whole_lines(products);
-    layout.size = layout.exponent + whole_lines(products * (int64_t)(sizeof(int64_t) / sizeof(REAL)));
+    layout.ones = layout.exponent + whole_lines(products * (int64_t)(sizeof(int64_t) / sizeof(REAL)));
+    layout.state = layout.ones + whole_lines(p->hidden);
+    layout.size = layout.state + whole_lines((p->nodes + (int64_t)sizeof(REAL) - 1) / (int64_t)sizeof(REAL));
     return layout;
 }
 
@@ -547,34 +606,48 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
     REAL *restrict sums = scratch + layout.sums;                             /* one node's scales, [count] */
     REAL *restrict mantissa = scratch + layout.mantissa;                     /* [g1 - g0, count] */
     int64_t *restrict exponent = (int64_t *)(scratch + layout.exponent);
+    REAL *restrict ones = scratch + layout.ones;
+    /* with leaf rows: 0 for a childless node (its leaves gathered first), 1 for a node whose first child is still
+     * to come (that child's step writes the node's leaf times its message), 2 after */
+    unsigned char *restrict state = (unsigned char *)(scratch + layout.state);
     for (int64_t e = 0; e < (g1 - g0) * count; ++e) mantissa[e] = 1, exponent[e] = 0;
     const int64_t stride = p->stride_column;
-    if (p->leaf_table) gather_leaves(p, g0, g1, m0, m1, H);
+    if (p->leaf_table) {
+        for (int64_t h = 0; h < H; ++h) ones[h] = 1;
+        memset(state, 0, (size_t)D);
+        for (int64_t j = 0; j < D - 1; ++j) state[p->parents[p->order[j]]] = 1;
+        gather_leaves(p, state, g0, g1, m0, m1, H);
+    }
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
+        const int first = p->leaf_table && state[parent] == 1;
         for (int64_t g = g0; g < g1; ++g) {
             const REAL *w = p->transitions + ((g * (D - 1) + p->rows[node]) * H) * H;
             transpose(w, wt, H);
             REAL *below = row_at(p, g, node, m0), *above = row_at(p, g, parent, m0);
+            const NodeLeaves leaf = node_leaves(p, first ? p->leaf_table : NULL, ones, NULL, g, parent, m0);
             int64_t i = 0;                                            /* columns m0 + i */
 #if PACKED4
             if (H == 4 && stride == 4) {
                 i = count & ~(int64_t)3;
-                upward_node4(below, above, sums, wt, i);
+                upward_node4(below, above, sums, wt, i, leaf);
             }
 #endif
 #if PACKED16
             if (H == 16 && stride == 16) {
                 i = count / TILE16 * TILE16;
-                upward_node16(below, above, sums, wt, i);
+                upward_node16(below, above, sums, wt, i, leaf);
             }
 #endif
             for (; i + TILE <= count; i += TILE)
-                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, TILE, H);
+                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, TILE, H,
+                               leaves_after(leaf, i));
             for (; i < count; ++i)
-                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, 1, H);
+                upward_columns(below + i * stride, above + i * stride, stride, sums + i, wt, out, 1, H,
+                               leaves_after(leaf, i));
             fold_scales(sums, mantissa + (g - g0) * count, exponent + (g - g0) * count, count);
         }
+        if (first) state[parent] = 2;
     }
     for (int64_t g = g0; g < g1; ++g) {
         const REAL *weights = p->root_weights + g * H;
@@ -622,10 +695,11 @@ static UpwardTask upward_for(int64_t hidden) {
 
 /* T columns (rows x and flow of the first; the next ones a column stride apart) of one node of one tree: ratio =
  * parent flow / message sent (w x, recomputed; wt: w transposed); when outer is not NULL, outer += Σ_t ratio_t ⊗
- * x_t; then x *= ratio w. ratio and back are T*H scratch; the T products run side by side. */
+ * x_t; then x *= ratio w, the flows (with leaf.index, each added into its observed value's count row). ratio and
+ * back are T*H scratch; the T products run side by side. */
 INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, int64_t stride, const REAL *restrict w,
                              const REAL *restrict wt, REAL *restrict outer, REAL *restrict ratio,
-                             REAL *restrict back, int64_t T, int64_t H) {
+                             REAL *restrict back, int64_t T, int64_t H, NodeLeaves leaf) {
     row_products(x, stride, wt, back, T, H);                   /* back = w x, the messages sent */
     for (int64_t t = 0; t < T; ++t)
 #pragma omp simd
@@ -643,6 +717,8 @@ INLINE void downward_columns(REAL *restrict x, const REAL *restrict flow, int64_
     for (int64_t t = 0; t < T; ++t)
 #pragma omp simd
         for (int64_t c = 0; c < H; ++c) x[t * stride + c] *= back[t * H + c];
+    if (leaf.index)
+        for (int64_t t = 0; t < T; ++t) count_leaf(leaf, t, x + t * stride, H);
 }
 
 /* One task of the downward pass: trees [g0, g1), columns [m0, m1). Counts are added into transition_counts,
@@ -669,7 +745,9 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
         }
         if (root_counts)
             for (int64_t h = 0; h < H; ++h) root_counts[g * H + h] += back[h];
-        if (leaf_counts) scatter_leaves(p, g, p->root, m0, m1, leaf_counts, H);
+        const NodeLeaves leaf = node_leaves(p, NULL, NULL, leaf_counts, g, p->root, m0);
+        if (leaf.index)
+            for (int64_t m = m0; m < m1; ++m) count_leaf(leaf, m - m0, row_at(p, g, p->root, m), H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
     for (int64_t j = D - 2; j >= 0; --j) {
@@ -682,33 +760,34 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
             if (counted)
                 for (int64_t e = 0; e < H * H; ++e) outer[e] = 0;
             const int64_t count = m1 - m0;
+            const NodeLeaves leaf = node_leaves(p, NULL, NULL, leaf_counts, g, node, m0);
             int64_t i = 0;                                            /* columns m0 + i */
 #if PACKED4
             if (H == 4 && stride == 4) {
                 i = count & ~(int64_t)3;
-                downward_node4(below, above, w, wt, counted, i);
+                downward_node4(below, above, w, wt, counted, i, leaf);
             }
 #endif
 #if PACKED16
             if (H == 16 && stride == 16) {
                 i = count / TILE16 * TILE16;
                 if (counted)                                  /* two copies, each without the other's test */
-                    downward_node16(below, above, w, wt, counted, i);
+                    downward_node16(below, above, w, wt, counted, i, leaf);
                 else
-                    downward_node16(below, above, w, wt, NULL, i);
+                    downward_node16(below, above, w, wt, NULL, i, leaf);
             }
 #endif
             for (; i + TILE <= count; i += TILE)
                 downward_columns(below + i * stride, above + i * stride, stride, w, wt, counted, ratio, back, TILE,
-                                 H);
+                                 H, leaves_after(leaf, i));
             for (; i < count; ++i)
-                downward_columns(below + i * stride, above + i * stride, stride, w, wt, counted, ratio, back, 1, H);
+                downward_columns(below + i * stride, above + i * stride, stride, w, wt, counted, ratio, back, 1, H,
+                                 leaves_after(leaf, i));
             if (counted) {
                 REAL *restrict counts = transition_counts + ((g * (D - 1) + row) * H) * H;
 #pragma omp simd
                 for (int64_t e = 0; e < H * H; ++e) counts[e] += w[e] * outer[e];
             }
-            if (leaf_counts) scatter_leaves(p, g, node, m0, m1, leaf_counts, H);
         }
     }
 }
