@@ -260,15 +260,24 @@ INLINE void count_leaf(NodeLeaves leaf, int64_t m, const REAL *restrict flow, in
     for (int64_t h = 0; h < H; ++h) c[h] += flow[h];
 }
 
-/* Write the leaves of the childless nodes (state 0) of trees [g0, g1), columns [m0, m1) into the values: table rows
- * clamped at TINY, 1 if missing. (Every other node's leaf is multiplied in by the upward step of its first child.) */
-INLINE void gather_leaves(const Pass *p, const unsigned char *state, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
-                          int64_t H) {
+/* Prepare the leaves of trees [g0, g1), columns [m0, m1) for the upward pass: write those of the childless nodes
+ * (state 0) into the values (table rows clamped at TINY, 1 if missing), and, in a block of trees' first block of
+ * columns, ask the caches for the table rows of every other node, which the upward step of its first child reads
+ * (see upward_columns). The reads of a task whose rows are not in cache (an untied circuit's, whose every tree
+ * reads its own table once) then overlap instead of waiting one node at a time: without the prefetch such passes
+ * ran 1.2-1.4x slower. Later blocks of columns find most rows in L2, where the prefetch only costs time. */
+INLINE void prepare_leaves(const Pass *p, const unsigned char *state, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
+                           int64_t H) {
     for (int64_t g = g0; g < g1; ++g)
         for (int64_t v = 0; v < p->nodes; ++v) {
-            if (state[v]) continue;
             const int64_t *index = leaf_columns(p, g, v);
             const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
+            if (state[v]) {
+                if (m0 == 0)
+                    for (int64_t m = m0; m < m1; ++m)
+                        if (index[m] >= 0) __builtin_prefetch(table + index[m] * H);
+                continue;
+            }
             for (int64_t m = m0; m < m1; ++m) {
                 REAL *restrict x = row_at(p, g, v, m);
                 if (index[m] < 0) {
@@ -279,6 +288,19 @@ INLINE void gather_leaves(const Pass *p, const unsigned char *state, int64_t g0,
                     for (int64_t h = 0; h < H; ++h) x[h] = t[h] < TINY ? TINY : t[h];
                 }
             }
+        }
+}
+
+/* Ask the caches, for writing, for the count rows [T, D, K, H] of the observed leaves of trees [g0, g1), columns
+ * [m0, m1), which the downward pass then adds the flows into (as prepare_leaves does for the upward pass, and in
+ * the same blocks). */
+INLINE void prefetch_counts(const Pass *p, const REAL *counts, int64_t g0, int64_t g1, int64_t m0, int64_t m1) {
+    for (int64_t g = g0; g < g1; ++g)
+        for (int64_t v = 0; v < p->nodes; ++v) {
+            const int64_t *index = leaf_columns(p, g, v);
+            const REAL *table = counts + leaf_entry(p, g, v) * p->hidden;
+            for (int64_t m = m0; m < m1; ++m)
+                if (index[m] >= 0) __builtin_prefetch(table + index[m] * p->hidden, 1);
         }
 }
 
@@ -607,7 +629,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
     REAL *restrict mantissa = scratch + layout.mantissa;                     /* [g1 - g0, count] */
     int64_t *restrict exponent = (int64_t *)(scratch + layout.exponent);
     REAL *restrict ones = scratch + layout.ones;
-    /* with leaf rows: 0 for a childless node (its leaves gathered first), 1 for a node whose first child is still
+    /* with leaf rows: 0 for a childless node (its leaves written into the values first), 1 for a node whose first child is still
      * to come (that child's step writes the node's leaf times its message), 2 after */
     unsigned char *restrict state = (unsigned char *)(scratch + layout.state);
     for (int64_t e = 0; e < (g1 - g0) * count; ++e) mantissa[e] = 1, exponent[e] = 0;
@@ -616,7 +638,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
         for (int64_t h = 0; h < H; ++h) ones[h] = 1;
         memset(state, 0, (size_t)D);
         for (int64_t j = 0; j < D - 1; ++j) state[p->parents[p->order[j]]] = 1;
-        gather_leaves(p, state, g0, g1, m0, m1, H);
+        prepare_leaves(p, state, g0, g1, m0, m1, H);
     }
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
@@ -750,6 +772,7 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
             for (int64_t m = m0; m < m1; ++m) count_leaf(leaf, m - m0, row_at(p, g, p->root, m), H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
+    if (leaf_counts && m0 == 0) prefetch_counts(p, leaf_counts, g0, g1, m0, m1);     /* see prepare_leaves */
     for (int64_t j = D - 2; j >= 0; --j) {
         const int64_t node = p->order[j], parent = p->parents[node], row = p->rows[node];
         for (int64_t g = g0; g < g1; ++g) {
