@@ -3,7 +3,7 @@
 :func:`.tree_pass.upward` and :func:`.tree_pass.downward` call :func:`upward` / :func:`downward` here for CPU
 float32 and float64 passes with H ≤ :data:`MAX_HIDDEN` when :func:`available` is true; the kernel fuses each
 node's H×H products and scaling over a block of columns, so the node loop runs in the core's caches,
-and for leaves given as table rows it gathers them and adds their counts itself.
+and for leaves given as table rows it reads them from their table and adds their counts itself.
 
 The source is compiled with the C compiler named by ``$CC`` (else ``cc`` or ``gcc`` on the PATH) and
 :data:`COMPILE_FLAGS` (``-O3 -march=native -fopenmp``, and reassociation, so that sums over H become vector
@@ -179,9 +179,9 @@ def upward(plan, values: Tensor | None, log_scales: Tensor, transitions: Tensor,
     over H) in place and writes ``log_scales`` [G, M] (the sum of the logs of every node's scale: a non-root
     node's message's largest entry, the root's sum) and ``root_sums`` [G, M]; ``transitions`` [G, D-1, H, H],
     ``root_weights`` [G, H]. No messages are written: the message node v sent is
-    ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`), the values are first
-    filled with the leaves gathered from its table; with leaves and ``values`` None, no values are kept (each block
-    of them lives in cache while the pass runs over it), only the scales."""
+    ``values[:, v] @ transitions[:, row]ᵀ``. With ``leaves`` (:class:`.tree_pass.Leaves`), the kernel reads the
+    leaves from their table itself (whatever ``values`` held is overwritten); with leaves and ``values`` None, no
+    values are kept (each block of them lives in cache while the pass runs over it), only the scales."""
     if values is None and leaves is None:
         raise ValueError("an upward pass that keeps no values needs its leaves as table rows (Leaves)")
     groups, columns = log_scales.shape
