@@ -366,6 +366,17 @@ INLINE Vec16 max16(Vec16 a, Vec16 b) {
 }
 INLINE void store16(float *x, Vec16 v) { memcpy(x, &v, sizeof v); }
 
+/* The four 4-number rows a, b, c, d as one vector (lanes 4t + j: row t's entry j). Built in registers: a vector
+ * loaded from four smaller stores just made would wait for them to reach the cache (no store forwarding). */
+typedef float Vec4 __attribute__((vector_size(16)));
+typedef float Vec8 __attribute__((vector_size(32)));
+INLINE Vec4 load4(const float *x) { Vec4 v; memcpy(&v, x, sizeof v); return v; }
+INLINE Vec16 rows4(const float *a, const float *b, const float *c, const float *d) {
+    const Vec8 low = __builtin_shufflevector(load4(a), load4(b), 0, 1, 2, 3, 4, 5, 6, 7);
+    const Vec8 high = __builtin_shufflevector(load4(c), load4(d), 0, 1, 2, 3, 4, 5, 6, 7);
+    return __builtin_shufflevector(low, high, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
 /* v, opaque to the optimiser: with -fassociative-math it may regroup z (m s) as (z m) s, whose middle product can
  * underflow where the scaled message m s was made to avoid just that. */
 INLINE Vec16 opaque16(Vec16 v) {
@@ -408,9 +419,8 @@ INLINE void upward_node4(float *restrict x, float *restrict z, float *restrict s
         store16(x + 4 * m, v * scale);
         Vec16 before;
         if (leaf.index) {
-            float rows[16];
-            for (int t = 0; t < 4; ++t) memcpy(rows + 4 * t, leaf_row(leaf, m + t, 4), 4 * sizeof(float));
-            before = max16(load16(rows), tiny);
+            before = max16(rows4(leaf_row(leaf, m, 4), leaf_row(leaf, m + 1, 4), leaf_row(leaf, m + 2, 4),
+                                 leaf_row(leaf, m + 3, 4)), tiny);
         } else {
             before = load16(z + 4 * m);
         }
