@@ -152,3 +152,30 @@ def test_bad_leaves_are_refused():
         Leaves(table, torch.zeros(1, 3, 6, dtype=torch.int64), torch.zeros(2, 1, dtype=torch.int64))
     strided = torch.zeros(1, 3, 12, dtype=torch.int64)[..., ::2]
     assert Leaves(table, strided).index.is_contiguous()
+
+
+@pytest.mark.parametrize("use_kernel", kernel_modes())
+@pytest.mark.parametrize("hidden", [3, 4, 16])
+def test_single_node_tree(hidden, use_kernel, monkeypatch):
+    """A tree of one node (a childless root, whose leaves the kernel copies in rather than multiplying them into a
+    child's message): likelihoods and leaf counts against the naive gather and scatter."""
+    generator = torch.Generator().manual_seed(hidden)
+    table = torch.rand(3, 1, CATEGORIES, hidden, generator=generator, dtype=torch.float64) + 0.02
+    index = torch.randint(-1, CATEGORIES, (1, 1, 13), generator=generator)
+    leaves = Leaves(table, index)
+    transitions = torch.empty(3, 0, hidden, hidden, dtype=torch.float64)
+    root = torch.rand(3, hidden, generator=generator, dtype=torch.float64) + 0.05
+    root = root / root.sum(-1, keepdim=True)
+    root_flows = torch.rand(3, 13, generator=generator, dtype=torch.float64)
+    leaf = naive_leaf(leaves, 3)                                                            # [3, 1, 13, H]
+    expected = (leaf[:, 0] * root[:, None]).sum(-1).log()
+    expected_flows = leaf * root[:, None, None] / (leaf * root[:, None, None]).sum(-1, keepdim=True)
+    expected_flows = expected_flows * root_flows[:, None, :, None]
+    if not use_kernel:
+        monkeypatch.setattr(tree_kernel, "available", lambda: False)
+    plan = plan_tree((-1,))
+    passed = upward(plan, leaves, transitions, root)
+    torch.testing.assert_close(passed.log_likelihood, expected, rtol=1e-12, atol=1e-12)
+    counts = torch.zeros_like(table)
+    downward(plan, passed, transitions, root, root_flows, leaf_counts=counts)
+    torch.testing.assert_close(counts, naive_scatter(leaves, expected_flows), rtol=1e-12, atol=1e-12)
