@@ -11,8 +11,9 @@ Fashion-MNIST training split); "peak MiB" is the child's peak resident memory.
 
 ``--compare-with DIR`` also runs the ``hmmlvd`` package found in DIR (e.g. ``git archive main hmmlvd | tar -x -C
 /tmp/main``): for every size, ``--rounds`` rounds each run the old child and then the new one, every round is
-printed, and the speed-ups divide the best old time by the best new one, and (on a shared host, the steadier
-figure) take the median over rounds of each round's old time over its new one.
+printed with each version's median time and ratio over the rounds, and the speed-ups divide the best old time by
+the best new one, and (on a shared host, the steadier figure) take the median over rounds of each round's old
+time over its new one.
 
     PYTHONPATH=. python bench/patch_circuit_speed.py --threads 2 --sizes 64,16,1 64,4,1 16,16,0 \\
         --compare-with /tmp/main --json bench/results/patch_circuit_speed.json
@@ -150,6 +151,12 @@ def main() -> None:
             print(f"| {row['k']} | {row['H']} | {'yes' if row['tied'] else 'no'} | {name} | {row['em_counts_s']:.3f} | "
                   f"{row['em_gflops']:.1f} | {row['gemm_gflops']:.0f} | {row['ratio']:.3f} | {row['lvd_epoch_s']:.1f} | "
                   f"{row['latent_epoch_s']:.1f} | {row['em_epoch_s']:.0f} | {row['peak_mib']:.0f} |", flush=True)
+        if args.rounds > 1:
+            for name in reversed(versions):
+                own = [row for row in size_rows if row["version"] == name]
+                print(f"|  |  |  | {name}, median of rounds | "
+                      f"{statistics.median(row['em_counts_s'] for row in own):.3f} |  |  | "
+                      f"{statistics.median(row['ratio'] for row in own):.3f} |  |  |  | |", flush=True)
         if "old" in best:
             old, new = best["old"], best["new"]
             print(f"|  |  |  | old/new time | {old['em_counts_s'] / new['em_counts_s']:.2f}× |  |  |  | "
