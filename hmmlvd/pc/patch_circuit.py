@@ -258,7 +258,7 @@ class PatchCircuit:
         flows = downward(self.latent_plan, passed, self._params["latent_transitions"], self._params["latent_root"],
                          ones, transition_counts=counts["latent_transitions"], root_counts=counts["latent_root"])
         ratio = flows[0] / sums                                                              # [P, B, Ht]
-        counts["latent_emissions"] += emissions * torch.matmul(ratio.transpose(1, 2), probs)
+        counts["latent_emissions"].addcmul_(emissions, torch.matmul(ratio.transpose(1, 2), probs))
         return (probs * torch.matmul(ratio, emissions)).transpose(0, 1)
 
     # ------------------------------------------------------------------ size and storage
