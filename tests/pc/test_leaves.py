@@ -75,6 +75,9 @@ def kernel_modes():
     (2, 1, 150, 16, 2, False),       # few trees, many columns: the kernel splits the columns (private counts)
     (12, 1, 70, 16, 12, False),      # many trees: each thread owns whole trees and their table entries
     (5, 5, 6, 4, 3, True),           # one tree per stack, trees reading shared table entries (the Lemma-1 pass)
+    (3, 1, 20, 8, 3, False),         # the kernel's other compiled widths: H = 8, 32 and 64
+    (3, 3, 20, 32, 3, False),
+    (2, 1, 20, 64, 2, False),
 ])
 def test_gathered_passes_match_naive_gather_and_scatter(groups, stacks, columns, hidden, entries, mapped, dtype,
                                                         tolerance, use_kernel, monkeypatch):
