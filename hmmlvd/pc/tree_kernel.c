@@ -631,7 +631,8 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
         if (leaf.index) {
             const REAL *restrict before = leaf_row(leaf, t, H);
 #pragma omp simd
-            for (int64_t a = 0; a < H; ++a) z[t * stride + a] = (before[a] < TINY ? TINY : before[a]) * out[t * H + a];
+            for (int64_t a = 0; a < H; ++a)
+                z[t * stride + a] = (before[a] < TINY ? TINY : before[a]) * out[t * H + a];
         } else {
 #pragma omp simd
             for (int64_t a = 0; a < H; ++a) z[t * stride + a] *= out[t * H + a];
@@ -668,8 +669,8 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
     REAL *restrict mantissa = scratch + layout.mantissa;                     /* [g1 - g0, count] */
     int64_t *restrict exponent = (int64_t *)(scratch + layout.exponent);
     REAL *restrict ones = scratch + layout.ones;
-    /* with leaf rows: 0 for a childless node (its leaves written into the values first), 1 for a node whose first child is still
-     * to come (that child's step writes the node's leaf times its message), 2 after */
+    /* with leaf rows: 0 for a childless node (its leaves written into the values first), 1 for a node whose first
+     * child is still to come (that child's step writes the node's leaf times its message), 2 after */
     unsigned char *restrict state = (unsigned char *)(scratch + layout.state);
     for (int64_t e = 0; e < (g1 - g0) * count; ++e) mantissa[e] = 1, exponent[e] = 0;
     const int64_t stride = p->stride_column;
