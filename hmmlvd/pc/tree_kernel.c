@@ -263,7 +263,7 @@ INLINE NodeLeaves leaves_after(NodeLeaves leaf, int64_t count) {
     return leaf;
 }
 
-/* The table row of column m (clamped at TINY by its user), or a row of ones if the value is missing. */
+/* The table row of column m (its user clamps it, leaf_value), or a row of ones if the value is missing. */
 INLINE const REAL *leaf_row(NodeLeaves leaf, int64_t m, int64_t H) {
     const int64_t i = leaf.index[m];
     return i < 0 ? leaf.ones : leaf.table + i * H;
@@ -278,50 +278,6 @@ INLINE void count_leaf(NodeLeaves leaf, int64_t m, const REAL *restrict flow, in
     for (int64_t h = 0; h < H; ++h) c[h] += flow[h];
 }
 
-/* Prepare the leaves of trees [g0, g1), columns [m0, m1) for the upward pass: write those of the childless nodes
- * (state 0) into the values (table rows clamped at TINY, 1 if missing), and, in a block of trees' first block of
- * columns, ask the caches for the table rows of every other node, which the upward step of its first child reads
- * (see upward_columns). The reads of a task whose rows are not in cache (an untied circuit's, whose every tree
- * reads its own table once) then overlap instead of waiting one node at a time: without the prefetch such passes
- * ran 1.2-1.4x slower. Later blocks of columns find most rows in L2, where the prefetch only costs time. */
-INLINE void prepare_leaves(const Pass *p, const unsigned char *state, int64_t g0, int64_t g1, int64_t m0, int64_t m1,
-                           int64_t H) {
-    for (int64_t g = g0; g < g1; ++g)
-        for (int64_t v = 0; v < p->nodes; ++v) {
-            const int64_t *index = leaf_columns(p, g, v);
-            const REAL *table = p->leaf_table + leaf_entry(p, g, v) * H;
-            if (state[v]) {
-                if (m0 == 0)
-                    for (int64_t m = m0; m < m1; ++m)
-                        if (index[m] >= 0) __builtin_prefetch(table + index[m] * H);
-                continue;
-            }
-            for (int64_t m = m0; m < m1; ++m) {
-                REAL *restrict x = row_at(p, g, v, m);
-                if (index[m] < 0) {
-                    for (int64_t h = 0; h < H; ++h) x[h] = 1;
-                } else {
-                    const REAL *restrict t = table + index[m] * H;
-#pragma omp simd
-                    for (int64_t h = 0; h < H; ++h) x[h] = t[h] < TINY ? TINY : t[h];
-                }
-            }
-        }
-}
-
-/* Ask the caches, for writing, for the count rows [T, D, K, H] of the observed leaves of trees [g0, g1), columns
- * [m0, m1), which the downward pass then adds the flows into (as prepare_leaves does for the upward pass, and in
- * the same blocks). */
-INLINE void prefetch_counts(const Pass *p, const REAL *counts, int64_t g0, int64_t g1, int64_t m0, int64_t m1) {
-    for (int64_t g = g0; g < g1; ++g)
-        for (int64_t v = 0; v < p->nodes; ++v) {
-            const int64_t *index = leaf_columns(p, g, v);
-            const REAL *table = counts + leaf_entry(p, g, v) * p->hidden;
-            for (int64_t m = m0; m < m1; ++m)
-                if (index[m] >= 0) __builtin_prefetch(table + index[m] * p->hidden, 1);
-        }
-}
-
 /* The leaves of node v of tree g from column m0: their table rows (table [T, D, K, H] and ones) or their count
  * rows (counts [T, D, K, H]); none (index NULL) if both are NULL. */
 INLINE NodeLeaves node_leaves(const Pass *p, const REAL *table, const REAL *ones, REAL *counts, int64_t g, int64_t v,
@@ -333,6 +289,48 @@ INLINE NodeLeaves node_leaves(const Pass *p, const REAL *table, const REAL *ones
     leaf.table = table ? table + entry : NULL;
     leaf.counts = counts ? counts + entry : NULL;
     return leaf;
+}
+
+/* A leaf as the passes use it: at least TINY, so that no message is zero. */
+INLINE REAL leaf_value(REAL value) { return value < TINY ? TINY : value; }
+
+/* Ask the caches for the rows [K, H] of rows [T, D, K, H] (table rows, or count rows for writing) that node v of
+ * tree g uses at columns [m0, m1), in a block of trees' first block of columns only. The reads of a task whose rows
+ * are not in cache (an untied circuit's, whose every tree reads its own table once) then overlap instead of
+ * waiting one node at a time: without the prefetch such passes ran 1.2-1.4x slower. Later blocks of columns find
+ * most rows in L2, where the prefetch only costs time. */
+INLINE void prefetch_rows(const Pass *p, const REAL *rows, int write, int64_t g, int64_t v, int64_t m0, int64_t m1) {
+    if (m0 != 0) return;
+    const int64_t *index = leaf_columns(p, g, v);
+    const REAL *table = rows + leaf_entry(p, g, v) * p->hidden;
+    for (int64_t m = m0; m < m1; ++m)
+        if (index[m] >= 0) {
+            if (write)
+                __builtin_prefetch(table + index[m] * p->hidden, 1);
+            else
+                __builtin_prefetch(table + index[m] * p->hidden);
+        }
+}
+
+/* Prepare the leaves of trees [g0, g1), columns [m0, m1) for the upward pass: write those of the childless nodes
+ * (state 0) into the values, and prefetch the table rows of every other node, which the upward step of its first
+ * child reads (see upward_columns). */
+INLINE void prepare_leaves(const Pass *p, const unsigned char *state, const REAL *ones, int64_t g0, int64_t g1,
+                           int64_t m0, int64_t m1, int64_t H) {
+    for (int64_t g = g0; g < g1; ++g)
+        for (int64_t v = 0; v < p->nodes; ++v) {
+            if (state[v]) {
+                prefetch_rows(p, p->leaf_table, 0, g, v, m0, m1);
+                continue;
+            }
+            const NodeLeaves leaf = node_leaves(p, p->leaf_table, ones, NULL, g, v, m0);
+            for (int64_t m = m0; m < m1; ++m) {
+                REAL *restrict x = row_at(p, g, v, m);
+                const REAL *restrict row = leaf_row(leaf, m - m0, H);
+#pragma omp simd
+                for (int64_t h = 0; h < H; ++h) x[h] = leaf_value(row[h]);
+            }
+        }
 }
 
 /* ---------------------------------------------------------------- H = 4, four columns per vector (GCC, float) */
@@ -631,8 +629,7 @@ INLINE void upward_columns(REAL *restrict x, REAL *restrict z, int64_t stride, R
         if (leaf.index) {
             const REAL *restrict before = leaf_row(leaf, t, H);
 #pragma omp simd
-            for (int64_t a = 0; a < H; ++a)
-                z[t * stride + a] = (before[a] < TINY ? TINY : before[a]) * out[t * H + a];
+            for (int64_t a = 0; a < H; ++a) z[t * stride + a] = leaf_value(before[a]) * out[t * H + a];
         } else {
 #pragma omp simd
             for (int64_t a = 0; a < H; ++a) z[t * stride + a] *= out[t * H + a];
@@ -678,7 +675,7 @@ INLINE void upward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int64
         for (int64_t h = 0; h < H; ++h) ones[h] = 1;
         memset(state, 0, (size_t)D);
         for (int64_t j = 0; j < D - 1; ++j) state[p->parents[p->order[j]]] = 1;
-        prepare_leaves(p, state, g0, g1, m0, m1, H);
+        prepare_leaves(p, state, ones, g0, g1, m0, m1, H);
     }
     for (int64_t j = 0; j < D - 1; ++j) {
         const int64_t node = p->order[j], parent = p->parents[node];
@@ -812,7 +809,9 @@ INLINE void downward_task(const Pass *p, int64_t g0, int64_t g1, int64_t m0, int
             for (int64_t m = m0; m < m1; ++m) count_leaf(leaf, m - m0, row_at(p, g, p->root, m), H);
     }
     REAL *const counted = transition_counts ? outer : NULL;
-    if (leaf_counts && m0 == 0) prefetch_counts(p, leaf_counts, g0, g1, m0, m1);     /* see prepare_leaves */
+    if (leaf_counts)
+        for (int64_t g = g0; g < g1; ++g)
+            for (int64_t v = 0; v < D; ++v) prefetch_rows(p, leaf_counts, 1, g, v, m0, m1);
     for (int64_t j = D - 2; j >= 0; --j) {
         const int64_t node = p->order[j], parent = p->parents[node], row = p->rows[node];
         for (int64_t g = g0; g < g1; ++g) {
